@@ -1,0 +1,42 @@
+"""liverburden: tumor burden in the liver from CT/MR, measured to the voxel.
+
+Public API (everything else is private and may change)::
+
+    measure_arrays(liver, lesions, spacing_mm, direction=None, origin_mm=None,
+                   segments=None, config=None) -> MeasureResult
+"""
+
+from ._exceptions import (
+    ConfigError,
+    ExportError,
+    GeometryError,
+    InputError,
+    LiverburdenError,
+    MaskError,
+    RegistrationError,
+    SeriesSelectionError,
+)
+from ._version import __version__
+from .config import default_config, load_config
+from .geometry import Volume
+from .measure import Lesion, LiverBurden, MeasureResult, measure_arrays, measure_volumes
+
+__all__ = [
+    "ConfigError",
+    "ExportError",
+    "GeometryError",
+    "InputError",
+    "Lesion",
+    "LiverBurden",
+    "LiverburdenError",
+    "MaskError",
+    "MeasureResult",
+    "RegistrationError",
+    "SeriesSelectionError",
+    "Volume",
+    "__version__",
+    "default_config",
+    "load_config",
+    "measure_arrays",
+    "measure_volumes",
+]

@@ -1,0 +1,238 @@
+"""Run-length scan of the label volumes (numba).
+
+One pass over the liver and lesion arrays, slice range by slice range, that
+counts liver voxels and records every lesion run (a maximal stretch of equal
+non-zero lesion value along the column axis). Everything downstream works on
+the runs, which are a few thousand where the volume has ~1e8 voxels.
+
+Kernels take arrays and scalars and return arrays; no I/O, no Python objects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Columns of the run table.
+RUN_Z = 0  # slice index
+RUN_Y = 1  # row index
+RUN_X0 = 2  # first column of the run (inclusive)
+RUN_X1 = 3  # last column of the run (inclusive)
+RUN_VALUE = 4  # lesion value after the lesion look-up table
+RUN_IN_LIVER = 5  # voxels of the run that are liver voxels
+RUN_NCOLS = 6
+
+_BLOCK = 64  # columns OR-reduced before a scalar look at the voxels
+
+
+@njit(cache=True, nogil=True)
+def _grow(runs: np.ndarray, n: int) -> np.ndarray:
+    out = np.empty((runs.shape[0] * 2 + 64, runs.shape[1]), dtype=runs.dtype)
+    out[:n] = runs[:n]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _scan_runs(liver, lesion, liver_lut, lesion_lut, z0, z1):
+    """Scan slices ``z0 .. z1-1`` of two (slice, row, col) label arrays.
+
+    Parameters
+    ----------
+    liver, lesion : 3-D unsigned integer arrays of one shape, C-contiguous.
+    liver_lut : uint8 array indexed by liver value; 1 where the value is liver.
+        Its length covers every value of the dtype.
+    lesion_lut : int64 array indexed by lesion value; the value a lesion voxel
+        takes in the run table, 0 where the value is not lesion.
+    z0, z1 : slice range.
+
+    Returns
+    -------
+    runs : int64 (n_runs, RUN_NCOLS) table in raster order.
+    liver_count : number of liver voxels in the range.
+    liver_seen : uint8 flag per liver value that occurred (non-zero values).
+    lesion_seen : uint8 flag per lesion value that occurred (non-zero values).
+    liver_bbox : int64[6] min/max of (slice, row, col) over liver voxels,
+        (big, -1) when there is none.
+    """
+    nz, ny, nx = liver.shape
+    runs = np.empty((1024, RUN_NCOLS), dtype=np.int64)
+    n = 0
+    liver_count = 0
+    liver_seen = np.zeros(liver_lut.shape[0], dtype=np.uint8)
+    lesion_seen = np.zeros(lesion_lut.shape[0], dtype=np.uint8)
+    big = nz + ny + nx + 1
+    bbox = np.array([big, big, big, -1, -1, -1], dtype=np.int64)
+    for z in range(z0, z1):
+        for y in range(ny):
+            lrow = liver[z, y]
+            erow = lesion[z, y]
+            for xb in range(0, nx, _BLOCK):
+                xe = min(xb + _BLOCK, nx)
+                la = 0
+                ea = 0
+                for x in range(xb, xe):
+                    la |= lrow[x]
+                    ea |= erow[x]
+                if la != 0:
+                    for x in range(xb, xe):
+                        v = lrow[x]
+                        if v != 0:
+                            liver_seen[v] = 1
+                            if liver_lut[v]:
+                                liver_count += 1
+                                if z < bbox[0]:
+                                    bbox[0] = z
+                                if z > bbox[3]:
+                                    bbox[3] = z
+                                if y < bbox[1]:
+                                    bbox[1] = y
+                                if y > bbox[4]:
+                                    bbox[4] = y
+                                if x < bbox[2]:
+                                    bbox[2] = x
+                                if x > bbox[5]:
+                                    bbox[5] = x
+                if ea != 0:
+                    for x in range(xb, xe):
+                        raw = erow[x]
+                        if raw == 0:
+                            continue
+                        lesion_seen[raw] = 1
+                        v = lesion_lut[raw]
+                        if v == 0:
+                            continue
+                        inl = 1 if liver_lut[lrow[x]] else 0
+                        # extend the previous run when it ends just before x
+                        if (
+                            n > 0
+                            and runs[n - 1, RUN_Z] == z
+                            and runs[n - 1, RUN_Y] == y
+                            and runs[n - 1, RUN_X1] == x - 1
+                            and runs[n - 1, RUN_VALUE] == v
+                        ):
+                            runs[n - 1, RUN_X1] = x
+                            runs[n - 1, RUN_IN_LIVER] += inl
+                        else:
+                            if n == runs.shape[0]:
+                                runs = _grow(runs, n)
+                            runs[n, RUN_Z] = z
+                            runs[n, RUN_Y] = y
+                            runs[n, RUN_X0] = x
+                            runs[n, RUN_X1] = x
+                            runs[n, RUN_VALUE] = v
+                            runs[n, RUN_IN_LIVER] = inl
+                            n += 1
+    return runs[:n].copy(), liver_count, liver_seen, lesion_seen, bbox
+
+
+@njit(cache=True, nogil=True)
+def _find(parent, i):
+    root = i
+    while parent[root] != root:
+        root = parent[root]
+    while parent[i] != root:
+        nxt = parent[i]
+        parent[i] = root
+        i = nxt
+    return root
+
+
+@njit(cache=True, nogil=True)
+def _union(parent, a, b):
+    ra = _find(parent, a)
+    rb = _find(parent, b)
+    if ra == rb:
+        return
+    # keep the smaller index as root: the root is then the first run in raster order
+    if ra < rb:
+        parent[rb] = ra
+    else:
+        parent[ra] = rb
+
+
+@njit(cache=True, nogil=True)
+def _connect_runs(runs, shape_zy, connectivity, by_value):
+    """Label the connected components of the runs.
+
+    Parameters
+    ----------
+    runs : run table from :func:`_scan_runs`, raster order.
+    shape_zy : (n_slices, n_rows).
+    connectivity : 6, 18 or 26 (3-D voxel neighbourhood).
+    by_value : when True only runs of equal value connect (instance labels);
+        when False any two lesion runs connect (binary mask).
+
+    Returns
+    -------
+    comp : int64 per run, component number 0..n_comp-1, numbered in raster
+        order of each component's first voxel.
+    n_comp : number of components.
+    """
+    n = runs.shape[0]
+    nz = shape_zy[0]
+    ny = shape_zy[1]
+    parent = np.arange(n)
+    # index of the first run of each (slice,row), and one past the last
+    row_start = np.zeros(nz * ny + 1, dtype=np.int64)
+    for i in range(n):
+        row_start[runs[i, RUN_Z] * ny + runs[i, RUN_Y] + 1] += 1
+    for k in range(nz * ny):
+        row_start[k + 1] += row_start[k]
+    for i in range(n):
+        z = runs[i, RUN_Z]
+        y = runs[i, RUN_Y]
+        x0 = runs[i, RUN_X0]
+        x1 = runs[i, RUN_X1]
+        v = runs[i, RUN_VALUE]
+        # a touching run of another value on the same row (binary reading only)
+        if (
+            not by_value
+            and i > 0
+            and runs[i - 1, RUN_Z] == z
+            and runs[i - 1, RUN_Y] == y
+            and runs[i - 1, RUN_X1] == x0 - 1
+        ):
+            _union(parent, i, i - 1)
+        # neighbour rows already visited: (z, y-1) and (z-1, y-1..y+1)
+        for nb in range(4):
+            if nb == 0:
+                zz = z
+                yy = y - 1
+            else:
+                zz = z - 1
+                yy = y + nb - 2
+            if zz < 0 or yy < 0 or yy >= ny:
+                continue
+            dy = yy - y
+            dz = zz - z
+            nonzero_axes = (1 if dy != 0 else 0) + (1 if dz != 0 else 0)
+            if connectivity == 6:
+                if nonzero_axes > 1:
+                    continue
+                slack = 0
+            elif connectivity == 18:
+                if nonzero_axes > 1:
+                    slack = 0  # an edge neighbour; a corner step is not 18-connected
+                else:
+                    slack = 1
+            else:
+                slack = 1
+            k = zz * ny + yy
+            for j in range(row_start[k], row_start[k + 1]):
+                if runs[j, RUN_X0] > x1 + slack:
+                    break
+                if runs[j, RUN_X1] < x0 - slack:
+                    continue
+                if by_value and runs[j, RUN_VALUE] != v:
+                    continue
+                _union(parent, i, j)
+    comp = np.empty(n, dtype=np.int64)
+    root_id = -np.ones(n, dtype=np.int64)
+    n_comp = 0
+    for i in range(n):
+        r = _find(parent, i)
+        if root_id[r] < 0:
+            root_id[r] = n_comp
+            n_comp += 1
+        comp[i] = root_id[r]
+    return comp, n_comp
