@@ -30,9 +30,9 @@ is outside every shape but which are partly covered by one get a partial-volume
 blend (coverage estimated by 5x5x5 supersampling), so the edge looks soft in the
 image while the masks stay the exact centre-inside voxel sets.
 
-Everything is deterministic: fixed seed, UIDs derived from a fixed root with
-``pydicom.uid.generate_uid(prefix=None, entropy_srcs=[...])``, fixed dummy
-dates, gzip mtime 0.  Run from the repository root:
+Everything is deterministic: fixed seed, name-based UIDs ``2.25.<uuid5>``
+derived from a fixed root (see ``uid()``), fixed dummy dates, gzip mtime 0.
+Run from the repository root:
 
     python sample_data/make_sample_data.py --shared ../shared/data --out sample_data
 
@@ -49,6 +49,7 @@ import itertools
 import json
 import math
 import sys
+import uuid
 from collections import deque
 from pathlib import Path
 
@@ -57,12 +58,12 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # ---------------------------------------------------------------- constants
-UID_ROOT = "liverburden/sample_data/v1"  # entropy root of every UID written
+UID_ROOT = "liverburden/sample_data/v1"  # name root of every UID written
 SEED = 20240611  # lesion noise
 LESION_HU = 40.0  # hypodense lesion, liver is ~90 HU in this (contrast) CT
 LESION_NOISE_SD_HU = 12.0
@@ -94,12 +95,12 @@ def _rot_z(deg):
                      [0.0, 0.0, 1.0]])
 
 
-# Touching pair: two spheres (r = 6 and 5 mm) whose centres are exactly
-# r1 + r2 = 11 mm apart in the axial plane (tangent).  Voxelised, they form a
+# Touching pair: two spheres (r = 6 and 4.5 mm) whose centres are exactly
+# r1 + r2 = 10.5 mm apart in the axial plane (tangent).  Voxelised, they form a
 # single connected component (checked below for 6-, 18- and 26-connectivity).
 _PAIR_A = np.array([-95.2, -198.3, -779.9])
 _PAIR_DIR = _unit([math.sin(math.radians(30)), -math.cos(math.radians(30)), 0.0])
-_PAIR_B = _PAIR_A + (6.0 + 5.0) * _PAIR_DIR
+_PAIR_B = _PAIR_A + (6.0 + 4.5) * _PAIR_DIR
 
 # Lesion design, physical LPS mm.  Centres were chosen from the liver's
 # distance map (thick right lobe) and are checked below: every shape grown by
@@ -118,13 +119,23 @@ SHAPES = [
     dict(name="touching_pair_sphere_d12", group="touching_pair",
          centre=_PAIR_A.tolist(), semi_axes=[6.0, 6.0, 6.0], axes=np.eye(3),
          host="liver"),
-    dict(name="touching_pair_sphere_d10", group="touching_pair",
-         centre=_PAIR_B.tolist(), semi_axes=[5.0, 5.0, 5.0], axes=np.eye(3),
+    dict(name="touching_pair_sphere_d9", group="touching_pair",
+         centre=_PAIR_B.tolist(), semi_axes=[4.5, 4.5, 4.5], axes=np.eye(3),
          host="liver"),
     dict(name="extrahepatic_sphere_d10", group="extrahepatic_sphere_d10",
          centre=[82.5, -98.6, -788.9], semi_axes=[5.0, 5.0, 5.0], axes=np.eye(3),
          host="spleen"),
 ]
+
+
+GROUP_NOTES = {
+    "touching_pair": ("two tangent spheres (d 12 and 9 mm, centres exactly 10.5 mm apart "
+                      "in the axial plane): one connected component (6-, 18- and "
+                      "26-connectivity); its diameters span both spheres"),
+    "extrahepatic_sphere_d10": "in the spleen, outside the liver mask (extrahepatic)",
+    "ellipsoid_15x9x6_rot30": ("semi-axes 15 x 9 x 6 mm, long axis rotated 30 deg "
+                               "in the axial plane from +x (L) towards +y (P)"),
+}
 
 
 # ------------------------------------------------------------------ geometry
@@ -349,8 +360,16 @@ def brute_force_diameters(idx, grid: Grid):
 
 
 # ----------------------------------------------------------------- DICOM out
+_UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, UID_ROOT)
+
+
 def uid(*parts):
-    return generate_uid(prefix=None, entropy_srcs=[UID_ROOT, *parts])
+    """Deterministic UUID-derived UID (2.25.<uuid as int>, ISO/IEC 9834-8).
+
+    Note: pydicom 3's ``generate_uid(prefix=None, entropy_srcs=...)`` ignores
+    ``entropy_srcs`` and returns a *random* uuid4-based UID, so it is not used;
+    a name-based uuid5 of the fixed root and the parts is used instead."""
+    return UID(f"2.25.{uuid.uuid5(_UID_NAMESPACE, '/'.join(parts)).int}")
 
 
 STUDY_UID = uid("study")
@@ -400,9 +419,7 @@ def base_dataset(sop_uid):
     ds.PatientAge = ""
     ds.PatientSize = PATIENT_SIZE_M
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = (
-        "liverburden sample_data/make_sample_data.py: allow-list of attributes, "
-        "new UIDs, dummy dates, no private tags")
+    ds.DeidentificationMethod = "liverburden allow-list; new UIDs; dummy dates"
     ds.StudyInstanceUID = STUDY_UID
     ds.StudyID = "1"
     ds.FrameOfReferenceUID = FOR_UID
@@ -569,6 +586,25 @@ def build(shared: Path):
                 comp_in_liver=comp_in_liver)
 
 
+def shape_record(s, m):
+    rec = dict(
+        name=s["name"],
+        type="sphere" if len(set(s["semi_axes"])) == 1 else "ellipsoid",
+        centre_lps_mm=[round(v, 9) for v in s["centre"]],
+        semi_axes_mm=s["semi_axes"],
+        axes_lps=[[round(float(v), 9) for v in s["axes"][:, j]] for j in range(3)],
+    )
+    if "rotation_deg_axial" in s:
+        rec["rotation_deg_axial"] = s["rotation_deg_axial"]
+    rec.update(
+        analytic_volume_ml=4 / 3 * math.pi * float(np.prod(s["semi_axes"])) / 1000,
+        analytic_max_diameter_mm=2 * max(s["semi_axes"]),
+        host=s["host"],
+        voxel_count=int(m.sum()),
+    )
+    return rec
+
+
 def make_truth(b):
     grid, lesions, liver = b["grid"], b["lesions"], b["liver"]
     vv = grid.voxel_volume_mm3
@@ -577,92 +613,105 @@ def make_truth(b):
     comps = []
     for i in range(1, b["n26"] + 1):
         c = b["lab26"] == i
-        idx = np.argwhere(c)
+        idx = np.argwhere(c)  # C order: idx[0] is the first voxel
         members = [j for j, m in enumerate(b["shape_masks"]) if np.any(m & c)]
+        group = b["shapes"][members[0]]["group"]
         max3d, ld, ld_slice = brute_force_diameters(idx, grid)
         comps.append(dict(
             id=i,
-            name=b["shapes"][members[0]]["group"],
-            first_voxel_ksr=[int(v) for v in idx[0]],
+            name=group,
+            note=GROUP_NOTES.get(group, ""),
+            first_voxel_slice_row_col=[int(v) for v in idx[0]],
             voxel_count=int(c.sum()),
             volume_ml=int(c.sum()) * vv / 1000.0,
             in_liver=bool(b["comp_in_liver"][i - 1] == 1.0),
-            fraction_in_liver=round(b["comp_in_liver"][i - 1], 6),
+            fraction_in_liver=b["comp_in_liver"][i - 1],
             slices=[int(idx[:, 0].min()), int(idx[:, 0].max())],
             max3d_mm=max3d,
             ld_mm=ld,
             ld_slice=ld_slice,
             mean_hu=round(float(b["hu_new"][c].mean()), 2),
-            shapes=[dict(
-                name=s["name"],
-                type="sphere" if len(set(s["semi_axes"])) == 1 else "ellipsoid",
-                centre_lps_mm=[round(v, 6) for v in s["centre"]],
-                semi_axes_mm=s["semi_axes"],
-                axes_lps=[[round(float(v), 9) for v in s["axes"][:, j]] for j in range(3)],
-                **({"rotation_deg_axial": s["rotation_deg_axial"]} if "rotation_deg_axial" in s else {}),
-                analytic_volume_ml=round(4 / 3 * math.pi * float(np.prod(s["semi_axes"])) / 1000, 6),
-                analytic_max_diameter_mm=2 * max(s["semi_axes"]),
-                host=s["host"],
-                voxel_count=int(m.sum()),
-            ) for j, (s, m) in enumerate(zip(b["shapes"], b["shape_masks"])) if j in members],
+            shapes=[shape_record(b["shapes"][j], b["shape_masks"][j]) for j in members],
         ))
     intra = [c for c in comps if c["in_liver"]]
     liver_vox = int(liver.sum())
     intra_vox = sum(c["voxel_count"] for c in intra)
     ks_liver = np.unique(np.nonzero(liver)[0])
-    truth = dict(
+    sp = [float(v) for v in grid.spacing]
+    sitk_dir = np.column_stack([grid.dir_col, grid.dir_row, grid.dir_slice])
+    geometry = dict(
+        array_axes=["slice", "row", "col"],
+        slice_order=("increasing position along cross(IOP row dir, IOP col dir) "
+                     "(SimpleITK order)"),
+        size=list(grid.shape),
+        spacing_mm=sp,
+        spacing_note=("slice spacing from ImagePositionPatient; the SliceThickness "
+                      f"tag says {b['src_dss'][0].SliceThickness} mm"),
+        origin_mm=[float(v) for v in grid.origin],
+        direction_columns=dict(slice=grid.dir_slice.tolist(), row=grid.dir_row.tolist(),
+                               col=grid.dir_col.tolist()),
+        voxel_volume_mm3=vv,
+        sitk=dict(size=list(grid.shape[::-1]), spacing=sp[::-1],
+                  origin=[float(v) for v in grid.origin],
+                  direction=sitk_dir.ravel().tolist()),
+    )
+    return dict(
         description=(
-            "Reference values for sample_data/study, computed by "
+            "Reference values for sample_data/study, computed by the generator "
             "sample_data/make_sample_data.py by brute force: components by plain "
             "BFS, diameters over all pairs of voxel centres in physical LPS mm. "
             "Partly synthetic: real CT anatomy and TotalSegmentator liver mask, "
             "synthetic lesions."),
-        computed_by="sample_data/make_sample_data.py (brute force)",
+        computed_by="sample_data/make_sample_data.py (generator, brute force)",
+        source=dict(
+            credit="wasserth/TotalSegmentator tests/reference_files",
+            licence="Apache-2.0",
+            files=["example_ct_dicom/", "example_seg_dicom.nii.gz (label 5 = liver)"]),
         coordinate_system="DICOM patient LPS, mm",
-        geometry=dict(
-            array_axes=["slice", "row", "col"],
-            slice_order="increasing position along cross(IOP row dir, IOP col dir) (SimpleITK order)",
-            size=list(grid.shape),
-            spacing_mm=[float(v) for v in grid.spacing],
-            spacing_note=("slice spacing from ImagePositionPatient; the SliceThickness "
-                          f"tag says {b['src_dss'][0].SliceThickness} mm"),
-            origin_mm=[float(v) for v in grid.origin],
-            direction_columns=dict(slice=grid.dir_slice.tolist(), row=grid.dir_row.tolist(),
-                                   col=grid.dir_col.tolist()),
-            voxel_volume_mm3=vv,
-            sitk=dict(size=[grid.shape[2], grid.shape[1], grid.shape[0]],
-                      spacing=[float(grid.spacing[2]), float(grid.spacing[1]), float(grid.spacing[0])],
-                      origin=[float(v) for v in grid.origin],
-                      direction=np.column_stack([grid.dir_col, grid.dir_row, grid.dir_slice]).ravel().tolist()),
-        ),
-        series=dict(ct_series_uid=str(CT_SERIES_UID), ct_series_description=str(b["src_dss"][0].SeriesDescription),
-                    localizer_series_uid=str(LOC_SERIES_UID), study_uid=str(STUDY_UID),
+        geometry=geometry,
+        series=dict(study_uid=str(STUDY_UID),
+                    ct_series_uid=str(CT_SERIES_UID),
+                    ct_series_description=str(b["src_dss"][0].SeriesDescription),
+                    localizer_series_uid=str(LOC_SERIES_UID),
                     frame_of_reference_uid=str(FOR_UID)),
         masks=dict(
-            stored_orientation=nib.aff2axcodes(b["src_nii"].affine),
+            stored_orientation="".join(nib.aff2axcodes(b["src_nii"].affine)),
             note=("liver.nii.gz and lesions.nii.gz keep the source NIfTI header/affine "
-                  "(LAS: row axis flipped relative to the DICOM); reorient, do not resample"),
+                  "(LAS: row axis flipped relative to the DICOM); reorient, do not "
+                  "resample"),
         ),
-        liver=dict(voxel_count=liver_vox, volume_ml=round(liver_vox * vv / 1000.0, 6),
-                   includes_lesions=True, slices=[int(ks_liver.min()), int(ks_liver.max())],
-                   touches_first_and_last_slice=bool(ks_liver.min() == 0 and ks_liver.max() == grid.shape[0] - 1),
-                   mean_hu_excluding_lesions=round(float(b["hu_new"][liver & ~lesions].mean()), 2)),
-        lesion_hu=dict(value=LESION_HU, noise_sd=LESION_NOISE_SD_HU, seed=SEED,
-                       edge=("voxels with centre outside every shape are blended by their "
-                             f"{SUPERSAMPLE}^3-supersampled coverage (not part of the mask)")),
+        liver=dict(
+            voxel_count=liver_vox,
+            volume_ml=liver_vox * vv / 1000.0,
+            includes_lesions=True,
+            slices=[int(ks_liver.min()), int(ks_liver.max())],
+            touches_first_and_last_slice=bool(
+                ks_liver.min() == 0 and ks_liver.max() == grid.shape[0] - 1),
+            mean_hu_excluding_lesions=round(float(b["hu_new"][liver & ~lesions].mean()), 2),
+        ),
+        lesion_hu=dict(
+            value=LESION_HU, noise_sd=LESION_NOISE_SD_HU, seed=SEED,
+            edge=("voxels with centre outside every shape are blended by their "
+                  f"{SUPERSAMPLE}^3-supersampled coverage (not part of the mask)")),
         voxelisation="voxel centre strictly inside the analytic shape (physical LPS mm)",
+        volume_definition="voxel_count x voxel_volume_mm3 / 1000",
         connectivity_counts={"6": n6, "18": n18, "26": b["n26"]},
-        lesion_numbering=("components of lesions.nii.gz under 26-connectivity, numbered 1..N "
-                          "in C order of each component's first voxel in the (slice,row,col) array"),
+        lesion_numbering=(
+            "components of lesions.nii.gz under 26-connectivity, numbered 1..N in C "
+            "order of each component's first voxel in the (slice,row,col) array"),
+        diameter_definitions=dict(
+            max3d_mm="max Euclidean distance over all pairs of voxel centres",
+            ld_mm="max over slices of the max in-slice pair distance of voxel centres"),
         lesions=comps,
-        totals=dict(n_lesions=len(comps), n_intrahepatic=len(intra),
-                    n_extrahepatic=len(comps) - len(intra),
-                    intrahepatic_lesion_voxels=intra_vox,
-                    intrahepatic_lesion_volume_ml=round(intra_vox * vv / 1000.0, 6),
-                    burden_percent=round(100.0 * intra_vox / liver_vox, 6),
-                    burden_definition="intrahepatic lesion volume / liver volume (liver incl. lesions) x 100"),
+        totals=dict(
+            n_lesions=len(comps), n_intrahepatic=len(intra),
+            n_extrahepatic=len(comps) - len(intra),
+            intrahepatic_lesion_voxels=intra_vox,
+            intrahepatic_lesion_volume_ml=intra_vox * vv / 1000.0,
+            burden_percent=100.0 * intra_vox / liver_vox,
+            burden_definition=("intrahepatic lesion volume / liver volume "
+                               "(liver incl. lesions) x 100")),
     )
-    return truth
 
 
 # ------------------------------------------------------------------- write

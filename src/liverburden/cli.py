@@ -1,0 +1,156 @@
+"""Command line: ``liverburden measure ...``.
+
+Exit codes (``conventions.md``): 0 success; 2 bad input or configuration (one
+line naming the file and the problem, no traceback); 1 an internal error (a
+bug: the traceback is printed with --debug). ``main(argv)`` is what tests call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from ._exceptions import LiverburdenError
+from ._version import __version__
+
+log = logging.getLogger("liverburden")
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one label value")
+    return vals
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="liverburden", description="Tumor burden in the liver from CT/MR.")
+    p.add_argument("--version", action="version", version=f"liverburden {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("measure", help="measure one study: lesions, diameters, liver burden")
+    m.add_argument("--image", required=True, help="DICOM folder (searched recursively), multi-frame DICOM, or NIfTI/NRRD")
+    m.add_argument("--liver", required=True, help="liver mask (NIfTI/NRRD/DICOM SEG)")
+    m.add_argument("--lesions", required=True, help="lesion mask, binary or instance-labelled (NIfTI/NRRD/DICOM SEG)")
+    m.add_argument("--segments", help="Couinaud segment map (NIfTI/NRRD/DICOM SEG)")
+    m.add_argument("--series", help="DICOM series to use: SeriesInstanceUID, SeriesNumber or a description pattern")
+    m.add_argument("--config", help="TOML configuration (see configs/default.toml)")
+    m.add_argument("--out", required=True, help="output folder (the study bundle)")
+    m.add_argument("--liver-label", type=_int_list, help="liver label value(s), e.g. 5 for TotalSegmentator 'total'")
+    m.add_argument("--lesion-labels", type=_int_list, help="lesion label value(s)")
+    m.add_argument("--lesion-mode", choices=["auto", "binary", "instances"], help="how to read the lesion mask")
+    m.add_argument("--connectivity", type=int, choices=[6, 18, 26], help="3-D connectivity of a lesion")
+    m.add_argument("--ignore-other-labels", action="store_true", help="ignore mask values that are not configured (multi-label organ maps)")
+    m.add_argument("--allow-uneven-slices", action="store_true", help="measure a series with missing/uneven slices, with a warning")
+    m.add_argument("--threads", type=int, default=1, help="threads for the volume scan (default 1)")
+    m.add_argument("--no-input-paths", action="store_true", help="do not write inputs.json (input paths can reveal patient data)")
+    m.add_argument("--quiet", action="store_true", help="print nothing on success")
+    m.add_argument("-v", "--verbose", action="store_true", help="log progress (never identifiers)")
+    m.add_argument("--debug", action="store_true", help="print a traceback on internal errors")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    o: dict[str, Any] = {}
+    labels: dict[str, Any] = {}
+    if args.liver_label:
+        labels["liver"] = args.liver_label
+    if args.lesion_labels:
+        labels["lesion"] = args.lesion_labels
+    if args.lesion_mode:
+        labels["lesion_mode"] = args.lesion_mode
+    if args.ignore_other_labels:
+        labels["other_liver_values"] = "ignore"
+        labels["other_lesion_values"] = "ignore"
+    if labels:
+        o["labels"] = labels
+    if args.connectivity:
+        o["lesions"] = {"connectivity": args.connectivity}
+    if args.allow_uneven_slices:
+        o["geometry"] = {"allow_uneven_slices": True}
+    return o
+
+
+def _summary(doc: dict[str, Any], out: Path, timing: dict[str, float]) -> str:
+    liver = doc["liver"]
+    sod = doc["sum_diameters"]
+    lines = [
+        f"{doc['lesion_count']} lesion(s); liver {liver['volume_ml']:.1f} mL, tumor {liver['tumor_volume_ml']:.2f} mL, "
+        f"involvement {liver['involvement_pct']:.2f} %; SoD all {sod['all_mm']:.1f} mm, RECIST {sod['recist_mm']:.1f} mm",
+    ]
+    for les in doc["lesions"]:
+        lines.append(
+            f"  lesion {les['id']:>3} {les['location']:<12} {les['volume_ml']:9.3f} mL  LD {les['ld_mm']:6.1f} mm  "
+            f"SA {les['sa_mm']:6.1f} mm  3D {les['max3d_mm']:6.1f} mm" + (f"  segment {les['segment']}" if les["segment"] else "")
+        )
+    for w in doc["warnings"]:
+        lines.append(f"warning: {w}")
+    lines.append(
+        f"wrote {out}/measurements.json (load {timing['load']:.2f} s, measure {timing['measure']:.3f} s, total {timing['total']:.2f} s)"
+    )
+    return "\n".join(lines)
+
+
+def _cmd_measure(args: argparse.Namespace) -> int:
+    from .pipeline import measure_study
+
+    run = measure_study(
+        args.image,
+        args.liver,
+        args.lesions,
+        args.out,
+        segments=args.segments,
+        series=args.series,
+        config=args.config,
+        overrides=_overrides(args),
+        threads=args.threads,
+        input_paths=not args.no_input_paths,
+    )
+    if not args.quiet:
+        print(_summary(run.document, Path(args.out), run.timing_s))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (tests call it directly)."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.ERROR,
+        format="liverburden %(levelname)s: %(message)s",
+    )
+    try:
+        if args.command == "measure":
+            return _cmd_measure(args)
+        parser.error(f"unknown command {args.command}")
+    except LiverburdenError as exc:
+        print(f"liverburden: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("liverburden: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: say so, without data
+        if getattr(args, "debug", False):
+            raise
+        print(
+            f"liverburden: internal error ({type(exc).__name__}); rerun with --debug for a traceback "
+            "and report it",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

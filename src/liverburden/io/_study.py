@@ -1,0 +1,255 @@
+"""Load one study: image + masks, series selection, geometry checks.
+
+The one function the pipeline calls is :func:`load_study`. It returns masks
+already reoriented onto the image grid (losslessly) or raises.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .._exceptions import GeometryError, InputError, LiverburdenError, SeriesSelectionError
+from ..geometry import Volume, match_to_grid
+from ._dicom import SeriesInfo, read_multiframe, read_series_pixels, scan_dicom, series_geometry
+from ._masks import is_dicom_seg, is_volume_file, read_seg, read_volume_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudyHeader:
+    """What the pipeline may use from DICOM headers (no direct identifiers)."""
+
+    modality: str | None = None
+    patient_size_m: float | None = None
+    patient_weight_kg: float | None = None
+    study_uid: str | None = field(default=None, repr=False)  # hashed before output
+    frame_uid: str | None = field(default=None, repr=False)  # hashed before output
+    series_number: int | None = None
+    series_description: str | None = None
+    source_kind: str = "volume-file"  # "dicom-series" | "dicom-multiframe" | "volume-file"
+    sop_uids: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class Study:
+    image: Volume
+    liver: Volume
+    lesions: Volume
+    segments: Volume | None
+    header: StudyHeader
+    warnings: tuple[str, ...]
+    input_files: dict[str, list[Path]]
+
+
+def pseudonym(value: str | None, salt: str) -> str | None:
+    """Salted sha256 of an identifier, 16 hex digits (conventions.md: study_key, frame_key)."""
+    if not value:
+        return None
+    return hashlib.sha256((salt + "\x00" + value).encode()).hexdigest()[:16]
+
+
+def hash_files(paths: list[Path]) -> str:
+    """Content hash of a set of files, independent of their names and order."""
+    digests = []
+    for p in paths:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        digests.append(h.hexdigest())
+    if len(digests) == 1:
+        return digests[0]
+    top = hashlib.sha256()
+    for d in sorted(digests):
+        top.update(d.encode())
+    return top.hexdigest()
+
+
+def _matches_series(info: SeriesInfo, selector: str) -> bool:
+    if selector == info.uid:
+        return True
+    if selector.isdigit() and info.number is not None and int(selector) == info.number:
+        return True
+    pat = selector if any(c in selector for c in "*?[") else f"*{selector}*"
+    return fnmatch.fnmatch(info.description.lower(), pat.lower())
+
+
+def _read_mask(path: Path, what: str, role: str, ref: Volume | None, header: StudyHeader | None) -> Volume:
+    if is_dicom_seg(path):
+        return read_seg(path, role=role, source_sop_uids=header.sop_uids if header and header.sop_uids else None, reference=ref)
+    if not is_volume_file(path):
+        if not path.exists():
+            raise InputError(f"{path}: {what} file not found")
+        raise InputError(f"{path}: {what} is neither NIfTI/NRRD/MHA nor a DICOM SEG")
+    return read_volume_file(path, what)
+
+
+def load_study(
+    image: str | Path,
+    liver: str | Path,
+    lesions: str | Path,
+    segments: str | Path | None = None,
+    *,
+    series: str | None = None,
+    config: Mapping[str, Any],
+    read_pixels: bool = True,
+) -> Study:
+    """Load and check an image and its masks; masks come back on the image grid.
+
+    Raises
+    ------
+    InputError, SeriesSelectionError, GeometryError, MaskError
+        With the file named and, for geometry, both geometries.
+    """
+    gcfg = config["geometry"]
+    tol = dict(position_tol_voxel=gcfg["position_tol_voxel"], direction_tol=gcfg["direction_tol"])
+    image_p = Path(image)
+    liver_p = Path(liver)
+    lesion_p = Path(lesions)
+    seg_p = Path(segments) if segments is not None else None
+    warnings: list[str] = []
+    files: dict[str, list[Path]] = {"liver": [liver_p], "lesions": [lesion_p]}
+    if seg_p is not None:
+        files["segments"] = [seg_p]
+
+    # masks stored as volume files can be read before the image: their geometry
+    # helps choose the series
+    liver_v = read_volume_file(liver_p, "liver mask") if is_volume_file(liver_p) else None
+
+    if image_p.is_file() and is_volume_file(image_p):
+        img = read_volume_file(image_p, "image")
+        header = StudyHeader(source_kind="volume-file")
+        files["image"] = [image_p]
+    else:
+        img, header, w, used = _load_dicom_image(image_p, series, liver_v, config, read_pixels, tol)
+        warnings.extend(w)
+        files["image"] = used
+
+    def on_grid(vol: Volume, what: str) -> Volume:
+        arr = match_to_grid(vol, img, what=what, **tol)
+        return img.with_array(arr, source=vol.source)
+
+    liver_v = liver_v if liver_v is not None else _read_mask(liver_p, "liver mask", "liver", img, header)
+    liver_g = on_grid(liver_v, "liver mask")
+    lesion_g = on_grid(_read_mask(lesion_p, "lesion mask", "lesion", img, header), "lesion mask")
+    seg_g = on_grid(_read_mask(seg_p, "segment map", "segment", img, header), "segment map") if seg_p else None
+    return Study(img, liver_g, lesion_g, seg_g, header, tuple(warnings), files)
+
+
+def _load_dicom_image(path: Path, selector, liver_v, config, read_pixels, tol):
+    gcfg = config["geometry"]
+    all_series = scan_dicom(path)
+    if selector is not None:
+        chosen = [s for s in all_series if _matches_series(s, selector)]
+        if len(chosen) != 1:
+            listing = "; ".join(s.describe() for s in all_series)
+            what = "no series matches" if not chosen else f"{len(chosen)} series match"
+            raise SeriesSelectionError(f"{path}: {what} --series '{_safe(selector)}'. Series found: {listing}")
+        candidates = chosen
+    else:
+        candidates = [s for s in all_series if s.is_candidate_image()]
+        if not candidates:
+            listing = "; ".join(s.describe() for s in all_series)
+            raise SeriesSelectionError(f"{path}: no volumetric image series found. Series found: {listing}")
+
+    described = []
+    fits = []
+    errors = {}
+    for s in candidates:
+        try:
+            if s.multiframe:
+                if s.n_files != 1:
+                    raise GeometryError(f"{s.instances[0].path}: a series of {s.n_files} multi-frame files")
+                vol, ds = read_multiframe(s.instances[0].path)
+                geo_desc = f"size={list(vol.shape)} spacing_mm={[round(v, 4) for v in vol.spacing_mm]}"
+                entry = (s, None, vol)
+                ref = vol
+            else:
+                g = series_geometry(
+                    s,
+                    slice_spacing_rel_tol=gcfg["slice_spacing_rel_tol"],
+                    allow_uneven_slices=gcfg["allow_uneven_slices"],
+                )
+                geo_desc = g.describe()
+                entry = (s, g, None)
+                ref = g.empty_volume()
+        except LiverburdenError as exc:
+            errors[s.uid] = exc
+            described.append(s.describe(f"not a regular volume: {exc}"))
+            continue
+        described.append(s.describe(geo_desc))
+        if liver_v is None or len(candidates) == 1 and selector is not None:
+            fits.append(entry)
+            continue
+        try:
+            match_to_grid(liver_v, ref, what="liver mask", **tol)
+            fits.append(entry)
+        except GeometryError:
+            pass
+    if len(fits) != 1:
+        if len(candidates) == 1 and candidates[0].uid in errors:
+            raise errors[candidates[0].uid]
+        if not fits and len(candidates) == 1 and liver_v is not None:
+            pass  # fall through: the mask check below gives the precise mismatch
+        else:
+            why = "no series has the geometry of the liver mask" if not fits else "several series fit the masks"
+            raise SeriesSelectionError(
+                f"{path}: cannot choose the image series ({why}); give --series UID|NUMBER|DESCRIPTION. "
+                "Candidates: " + "; ".join(described)
+            )
+    if fits:
+        s, g, vol = fits[0]
+    else:
+        s = candidates[0]
+        g = series_geometry(s, slice_spacing_rel_tol=gcfg["slice_spacing_rel_tol"], allow_uneven_slices=gcfg["allow_uneven_slices"])
+        vol = None
+    ds0 = s.instances[0].ds
+    warnings: list[str] = []
+    if not s.has_uid:
+        warnings.append(
+            "the image files carry no SeriesInstanceUID; they were grouped by series number, description, "
+            "frame of reference, size and orientation"
+        )
+    if vol is None:
+        arr = read_series_pixels(g) if read_pixels else np.broadcast_to(np.zeros((), np.int16), g.size)
+        vol = Volume(arr, g.spacing_mm, g.origin_mm, g.direction, getattr(ds0, "FrameOfReferenceUID", None), source=str(path))
+        warnings.extend(g.warnings)
+        sops = tuple(str(getattr(i.ds, "SOPInstanceUID", "")) for i in g.instances)
+        used = [i.path for i in g.instances]
+        kind = "dicom-series"
+    else:
+        sops = ()
+        used = [s.instances[0].path]
+        kind = "dicom-multiframe"
+    header = StudyHeader(
+        modality=str(getattr(ds0, "Modality", "") or "") or None,
+        patient_size_m=_pos_float(getattr(ds0, "PatientSize", None)),
+        patient_weight_kg=_pos_float(getattr(ds0, "PatientWeight", None)),
+        study_uid=str(getattr(ds0, "StudyInstanceUID", "") or "") or None,
+        frame_uid=str(getattr(ds0, "FrameOfReferenceUID", "") or "") or None,
+        series_number=s.number,
+        series_description=s.description or None,
+        source_kind=kind,
+        sop_uids=sops,
+    )
+    return vol, header, warnings, used
+
+
+def _pos_float(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) and f > 0 else None
+
+
+def _safe(text: str) -> str:
+    return text if len(text) <= 64 else text[:61] + "..."

@@ -1,0 +1,125 @@
+"""The output bundle of one study (``conventions.md`` "Output bundle").
+
+``measurements.json``, ``lesions.csv``, ``lesion_labels.nii.gz`` and
+``inputs.json``, each written atomically (temporary file in the same folder,
+fsync, rename), so a killed run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import numpy as np
+import SimpleITK as sitk
+
+from .._exceptions import ExportError
+from ..geometry import Volume
+from ..io import volume_to_sitk
+
+LESION_CSV_COLUMNS = [
+    "id", "location", "volume_ml", "voxel_count", "voxels_outside_liver", "ld_mm", "sa_mm", "max3d_mm",
+    "slice_index", "segment", "recist_measurable", "recist_target", "components",
+    "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+    "ld_p1_x_mm", "ld_p1_y_mm", "ld_p1_z_mm", "ld_p2_x_mm", "ld_p2_y_mm", "ld_p2_z_mm",
+    "sa_p1_x_mm", "sa_p1_y_mm", "sa_p1_z_mm", "sa_p2_x_mm", "sa_p2_y_mm", "sa_p2_z_mm",
+]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    try:
+        data = json.dumps(obj, indent=2, allow_nan=False, sort_keys=False).encode() + b"\n"
+    except ValueError as exc:  # NaN/inf would be a wrong number in disguise
+        raise ExportError(f"{path}: refusing to write a non-finite number ({exc})") from None
+    _atomic_write(path, data)
+
+
+def _schema() -> dict[str, Any]:
+    return json.loads(resources.files("liverburden").joinpath("schemas/measurements.schema.json").read_text("utf-8"))
+
+
+def validate_measurements(doc: Mapping[str, Any]) -> None:
+    """Validate a ``measurements.json`` document against its JSON Schema."""
+    try:
+        jsonschema.validate(dict(doc), _schema())
+    except jsonschema.ValidationError as exc:
+        path = "/".join(str(p) for p in exc.absolute_path)
+        raise ExportError(f"measurements.json does not match its schema at '{path}': {exc.message}") from None
+
+
+def lesions_csv(doc: Mapping[str, Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(LESION_CSV_COLUMNS)
+    for les in doc["lesions"]:
+        c = les["centroid_mm"]
+        ld = les["ld_endpoints_mm"]
+        sa = les["sa_endpoints_mm"] or [[None] * 3, [None] * 3]
+        row = [
+            les["id"], les["location"], les["volume_ml"], les["voxel_count"], les["voxels_outside_liver"],
+            les["ld_mm"], les["sa_mm"], les["max3d_mm"], les["slice_index"], les["segment"] or "",
+            int(les["recist_measurable"]), int(les["recist_target"]), les["components"],
+            *c, *ld[0], *ld[1], *sa[0], *sa[1],
+        ]
+        w.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v) for v in row])
+    return buf.getvalue()
+
+
+def write_bundle(
+    out_dir: str | Path,
+    doc: Mapping[str, Any],
+    labels: np.ndarray,
+    grid: Volume,
+    inputs: Mapping[str, Any] | None,
+) -> dict[str, Path]:
+    """Write the bundle; ``doc`` is validated against the schema first."""
+    out = Path(out_dir)
+    validate_measurements(doc)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    paths = {
+        "measurements": out / "measurements.json",
+        "lesions_csv": out / "lesions.csv",
+        "lesion_labels": out / "lesion_labels.nii.gz",
+    }
+    img = volume_to_sitk(grid, labels)
+    fd, tmp = tempfile.mkstemp(prefix=".lesion_labels.", suffix=".nii.gz", dir=out)
+    os.close(fd)
+    try:
+        sitk.WriteImage(img, tmp, useCompression=True)
+        os.replace(tmp, paths["lesion_labels"])
+    except RuntimeError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ExportError(f"{paths['lesion_labels']}: cannot write ({str(exc).strip()[:160]})") from None
+    _atomic_write(paths["lesions_csv"], lesions_csv(doc).encode())
+    if inputs is not None:
+        paths["inputs"] = out / "inputs.json"
+        write_json_atomic(paths["inputs"], inputs)
+    write_json_atomic(paths["measurements"], doc)  # last: its presence means the bundle is complete
+    return paths
