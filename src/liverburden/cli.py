@@ -53,6 +53,12 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--connectivity", type=int, choices=[6, 18, 26], help="3-D connectivity of a lesion")
     m.add_argument("--ignore-other-labels", action="store_true", help="ignore mask values that are not configured (multi-label organ maps)")
     m.add_argument("--allow-uneven-slices", action="store_true", help="measure a series with missing/uneven slices, with a warning")
+    m.add_argument("--resect", help="FLR plan: segments to resect ('5,6,7,8') or right-hepatectomy, left-hepatectomy, "
+                   "extended-right, extended-left, left-lateral (needs --segments)")
+    m.add_argument("--remnant-mask", help="FLR plan as a remnant mask (non-anatomical resection; needs --segments)")
+    m.add_argument("--height-cm", type=float, help="patient height (cm), for BSA and sFLR; overrides DICOM PatientSize")
+    m.add_argument("--weight-kg", type=float, help="patient weight (kg), for BSA and sFLR; overrides DICOM PatientWeight")
+    m.add_argument("--liver-condition", choices=["normal", "chemotherapy", "cirrhosis"], help="chooses the FLR adequacy threshold")
     m.add_argument("--threads", type=int, default=1, help="threads for the volume scan (default 1)")
     m.add_argument("--no-input-paths", action="store_true", help="do not write inputs.json (input paths can reveal patient data)")
     m.add_argument("--quiet", action="store_true", help="print nothing on success")
@@ -94,6 +100,17 @@ def _summary(doc: dict[str, Any], out: Path, timing: dict[str, float]) -> str:
             f"  lesion {les['id']:>3} {les['location']:<12} {les['volume_ml']:9.3f} mL  LD {les['ld_mm']:6.1f} mm  "
             f"SA {les['sa_mm']:6.1f} mm  3D {les['max3d_mm']:6.1f} mm" + (f"  segment {les['segment']}" if les["segment"] else "")
         )
+    an = doc.get("anatomy")
+    if an:
+        lines.append(f"anatomy: ENETS pattern {an['enets_pattern']} ({an['enets_reason']}); bilobar {an['bilobar']}")
+    flr = doc.get("flr")
+    if flr:
+        sflr = flr["sflr_pct"]["vauthey"]
+        lines.append(
+            f"FLR ({flr['plan']}: remnant {', '.join(flr['remnant_segments'])}): {flr['flr_ml']:.1f} mL, "
+            f"{flr['flr_pct']:.1f} %" + (f", sFLR {sflr:.1f} % (Vauthey)" if sflr is not None else "")
+            + f"; {'ADEQUATE' if flr['adequate'] else 'NOT ADEQUATE'}: " + "; ".join(flr["reasons"])
+        )
     for w in doc["warnings"]:
         lines.append(f"warning: {w}")
     lines.append(
@@ -116,6 +133,11 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         overrides=_overrides(args),
         threads=args.threads,
         input_paths=not args.no_input_paths,
+        resect=args.resect,
+        remnant_mask=args.remnant_mask,
+        height_cm=args.height_cm,
+        weight_kg=args.weight_kg,
+        liver_condition=args.liver_condition,
     )
     if not args.quiet:
         print(_summary(run.document, Path(args.out), run.timing_s))

@@ -53,19 +53,52 @@ def measure_study(
     overrides: Mapping[str, Any] | None = None,
     threads: int = 1,
     input_paths: bool = True,
+    resect: str | None = None,
+    remnant_mask: str | Path | None = None,
+    height_cm: float | None = None,
+    weight_kg: float | None = None,
+    liver_condition: str | None = None,
 ) -> StudyRun:
-    """Measure one study from files and write its bundle to ``out``."""
+    """Measure one study from files and write its bundle to ``out``.
+
+    Height and weight follow the precedence of ``conventions.md``: argument
+    (CLI flag) > DICOM header (PatientSize in m, PatientWeight in kg); the
+    output names the source of each.
+    """
     t0 = time.perf_counter()
     cfg = load_config(config, overrides)
     t_cfg = time.perf_counter()
-    study = load_study(image, liver, lesions, segments, series=series, config=cfg)
+    study = load_study(image, liver, lesions, segments, series=series, config=cfg, remnant=remnant_mask)
     t_load = time.perf_counter()
-    res = measure_volumes(study.liver, study.lesions, study.segments, cfg, threads=threads)
+    h = study.header
+    body: dict[str, Any] = {}
+    hsrc = wsrc = None
+    if height_cm is not None:
+        body["height_cm"], hsrc = float(height_cm), "cli"
+    elif h.patient_size_m is not None:
+        body["height_cm"], hsrc = 100.0 * h.patient_size_m, "dicom"
+    if weight_kg is not None:
+        body["weight_kg"], wsrc = float(weight_kg), "cli"
+    elif h.patient_weight_kg is not None:
+        body["weight_kg"], wsrc = h.patient_weight_kg, "dicom"
+    res = measure_volumes(
+        study.liver,
+        study.lesions,
+        study.segments,
+        cfg,
+        threads=threads,
+        resect=resect,
+        remnant=None if study.remnant is None else study.remnant.array,
+        liver_condition=liver_condition,
+        **body,
+    )
+    if res.flr is not None:
+        res.flr["height_source"] = hsrc if res.flr["height_cm"] is not None else None
+        res.flr["weight_source"] = wsrc if res.flr["weight_kg"] is not None else None
     t_measure = time.perf_counter()
     doc = res.to_dict()
     salt = cfg["privacy"]["salt"]
     hashes = {role: {"sha256": hash_files(paths), "files": len(paths)} for role, paths in study.input_files.items()}
-    h = study.header
     doc["software"]["packages"] = package_versions()
     doc["study_key"] = pseudonym(h.study_uid, salt) or hashes["image"]["sha256"][:16]
     doc["frame_key"] = pseudonym(h.frame_uid, salt)
@@ -73,8 +106,6 @@ def measure_study(
         "kind": h.source_kind,
         "modality": h.modality,
         "series_number": h.series_number,
-        "patient_size_m": h.patient_size_m,
-        "patient_weight_kg": h.patient_weight_kg,
     }
     doc["inputs"] = hashes
     doc["warnings"] = list(study.warnings) + doc["warnings"]

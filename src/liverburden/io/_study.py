@@ -45,6 +45,7 @@ class Study:
     lesions: Volume
     segments: Volume | None
     header: StudyHeader
+    remnant: Volume | None
     warnings: tuple[str, ...]
     input_files: dict[str, list[Path]]
 
@@ -101,6 +102,7 @@ def load_study(
     series: str | None = None,
     config: Mapping[str, Any],
     read_pixels: bool = True,
+    remnant: str | Path | None = None,
 ) -> Study:
     """Load and check an image and its masks; masks come back on the image grid.
 
@@ -141,7 +143,11 @@ def load_study(
     liver_g = on_grid(liver_v, "liver mask")
     lesion_g = on_grid(_read_mask(lesion_p, "lesion mask", "lesion", img, header), "lesion mask")
     seg_g = on_grid(_read_mask(seg_p, "segment map", "segment", img, header), "segment map") if seg_p else None
-    return Study(img, liver_g, lesion_g, seg_g, header, tuple(warnings), files)
+    rem_g = None
+    if remnant is not None:
+        files["remnant"] = [Path(remnant)]
+        rem_g = on_grid(_read_mask(Path(remnant), "remnant mask", "remnant", img, header), "remnant mask")
+    return Study(img, liver_g, lesion_g, seg_g, header, rem_g, tuple(warnings), files)
 
 
 def _load_dicom_image(path: Path, selector, liver_v, config, read_pixels, tol):

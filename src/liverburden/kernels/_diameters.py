@@ -439,13 +439,14 @@ def _run_value_counts(values, runs, run_comp, n_comp, n_values):
 
 
 @njit(cache=True, nogil=True)
-def _paint_runs(out, runs, run_label):
-    """Write ``run_label[r]`` into ``out`` over every voxel of run r (label 0 skips)."""
+def _paint_runs(out, runs, run_label, z0=0, y0=0, x0=0):
+    """Write ``run_label[r]`` into ``out`` over every voxel of run r (label 0
+    skips); ``out`` may be a crop whose voxel [0,0,0] is (z0, y0, x0)."""
     for r in range(runs.shape[0]):
         lab = run_label[r]
         if lab == 0:
             continue
-        z = runs[r, RUN_Z]
-        y = runs[r, RUN_Y]
+        z = runs[r, RUN_Z] - z0
+        y = runs[r, RUN_Y] - y0
         for x in range(runs[r, RUN_X0], runs[r, RUN_X1] + 1):
-            out[z, y, x] = lab
+            out[z, y, x - x0] = lab

@@ -11,15 +11,16 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .. import kernels as K
-from .._exceptions import GeometryError, MaskError
+from .._exceptions import GeometryError, InputError, MaskError
 from .._version import __version__
 from ..config import resolve_config
 from ..geometry import Volume, ld_axis
+from ._anatomy import Body, anatomy_and_flr
 from ._labels import as_label_array, lut_size
 
 SCHEMA_VERSION = "1.0.0"
@@ -135,6 +136,8 @@ class MeasureResult:
     flags: tuple[dict[str, Any], ...]
     warnings: tuple[str, ...]
     config: dict[str, Any]
+    anatomy: dict[str, Any] | None = None
+    flr: dict[str, Any] | None = None
     # private: what is needed to paint the lesion label map
     _runs: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
     _run_ids: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
@@ -174,6 +177,8 @@ class MeasureResult:
             "liver": self.liver.to_dict(),
             "sum_diameters": dict(self.sum_diameters),
             "recist_target_ids": list(self.recist_target_ids),
+            "anatomy": self.anatomy,
+            "flr": self.flr,
             "flags": [dict(f) for f in self.flags],
             "warnings": list(self.warnings),
             "config": self.config,
@@ -241,6 +246,12 @@ def measure_arrays(
     config: Mapping[str, Any] | str | None = None,
     *,
     threads: int = 1,
+    resect: str | Sequence[str] | None = None,
+    remnant: np.ndarray | None = None,
+    height_cm: float | None = None,
+    weight_kg: float | None = None,
+    liver_condition: str | None = None,
+    body_source: str = "argument",
 ) -> MeasureResult:
     """Measure every lesion and the liver burden from label arrays.
 
@@ -261,6 +272,15 @@ def measure_arrays(
         ``configs/default.toml``.
     threads : int
         Threads for the volume scan (the kernels release the GIL).
+    resect : str or sequence, optional
+        Resection plan for the FLR: segments ("5,6,7,8") or a named plan
+        ("right-hepatectomy", ...). Needs ``segments``.
+    remnant : ndarray, optional
+        A remnant mask (non-anatomical plan) on the same grid, instead of ``resect``.
+    height_cm, weight_kg : float, optional
+        For BSA (Mosteller) and the standardized FLR (Vauthey, Urata).
+    liver_condition : "normal" | "chemotherapy" | "cirrhosis", optional
+        Chooses the adequacy threshold (config ``[flr]``).
 
     Returns
     -------
@@ -312,10 +332,35 @@ def measure_arrays(
         if seg_u is not None:
             seg_u = np.ascontiguousarray(np.transpose(seg_u, perm))
     sp_scan = spacing[list(perm)]
-    return _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo, cfg, threads)
+    rem_u = None
+    if remnant is not None:
+        rem_a = np.asarray(remnant)
+        if rem_a.shape != liver_a.shape:
+            raise GeometryError(f"remnant mask shape {rem_a.shape} differs from liver shape {liver_a.shape}")
+        rem_u = as_label_array(rem_a, "remnant mask")
+        if ax != 0:
+            rem_u = np.ascontiguousarray(np.transpose(rem_u, perm))
+    if (resect is not None or remnant is not None) and seg_u is None:
+        raise InputError("an FLR plan (resect / remnant mask) needs a segment map")
+    if resect is not None and remnant is not None:
+        raise InputError("give either a resection plan or a remnant mask, not both")
+    plan = dict(
+        resect=resect,
+        remnant=rem_u,
+        body=Body(
+            height_cm=None if height_cm is None else float(height_cm),
+            weight_kg=None if weight_kg is None else float(weight_kg),
+            height_source=None if height_cm is None else body_source,
+            weight_source=None if weight_kg is None else body_source,
+        )
+        if (height_cm is not None or weight_kg is not None)
+        else None,
+        liver_condition=liver_condition,
+    )
+    return _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo, cfg, threads, plan)
 
 
-def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, threads) -> MeasureResult:
+def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, threads, plan) -> MeasureResult:
     warnings: list[str] = []
     labels = cfg["labels"]
     liver_lut = _value_lut(labels["liver"], lut_size(liver_u), ids=False)
@@ -535,6 +580,36 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
         f"{rc['max_targets_per_organ']} per organ (liver / extrahepatic) and {rc['max_targets_total']} in total",
     }
 
+    anatomy = flr = None
+    if seg_u is not None:
+        # crop to the liver and lesions: anatomy works on plain numpy arrays
+        lo = [int(liver_bbox[a]) for a in range(3)]
+        hi = [int(liver_bbox[3 + a]) for a in range(3)]
+        for les in range(n_groups):
+            bb = stats[les, K.S_BBOX : K.S_BBOX + 6]
+            lo = [min(lo[a], int(bb[a])) for a in range(3)]
+            hi = [max(hi[a], int(bb[3 + a])) for a in range(3)]
+        crop = tuple(slice(lo[a], hi[a] + 1) for a in range(3))
+        ids = np.zeros(tuple(hi[a] - lo[a] + 1 for a in range(3)), dtype=np.int32)
+        if runs.shape[0]:
+            K._paint_runs(ids, runs, run_ids, lo[0], lo[1], lo[2])
+        rem = plan["remnant"]
+        anatomy, flr, w = anatomy_and_flr(
+            liver=liver_lut[liver_u[crop]].astype(bool),
+            lesion_ids=ids,
+            segments=seg_u[crop],
+            spacing_mm=sp_scan,
+            lesions=lesions,
+            cfg=cfg,
+            truncated=liver_res.truncated,
+            resect=plan["resect"],
+            remnant=None if rem is None else rem[crop].astype(bool),
+            remnant_outside_crop=0 if rem is None else int(np.count_nonzero(rem)) - int(np.count_nonzero(rem[crop])),
+            body=plan["body"],
+            liver_condition=plan["liver_condition"],
+        )
+        warnings.extend(w)
+
     th = cfg["thresholds"]
     reliable = not liver_res.truncated
     flags = (
@@ -557,6 +632,8 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
         flags=flags,
         warnings=tuple(warnings),
         config=cfg,
+        anatomy=anatomy,
+        flr=flr,
         _runs=runs,
         _run_ids=run_ids,
         _perm=tuple(int(p) for p in perm),  # type: ignore[arg-type]
@@ -596,8 +673,7 @@ def measure_volumes(
     lesions: Volume,
     segments: Volume | None = None,
     config: Mapping[str, Any] | str | None = None,
-    *,
-    threads: int = 1,
+    **kwargs: Any,
 ) -> MeasureResult:
     """:func:`measure_arrays` on :class:`Volume` objects already on one grid."""
     return measure_arrays(
@@ -608,5 +684,5 @@ def measure_volumes(
         liver.origin_mm,
         None if segments is None else segments.array,
         config,
-        threads=threads,
+        **kwargs,
     )
