@@ -28,8 +28,23 @@ SPACING_REL_TOL = 1e-4
 ORTHONORMAL_TOL = 1e-3
 
 
+def _as_vec3(value: Any, what: str) -> np.ndarray:
+    try:
+        v = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise GeometryError(f"{what} must be 3 numbers, got {value!r}") from None
+    if v.shape != (3,):
+        raise GeometryError(f"{what} must be 3 numbers, got shape {v.shape}")
+    return v
+
+
 def _as_direction(direction: Any) -> np.ndarray:
-    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    try:
+        d = np.asarray(direction, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise GeometryError("direction must be a 3x3 matrix of numbers") from None
+    if d.shape != (3, 3):
+        raise GeometryError(f"direction must be a 3x3 matrix, got shape {d.shape}")
     if not np.all(np.isfinite(d)):
         raise GeometryError("direction matrix has non-finite values")
     if np.max(np.abs(d.T @ d - np.eye(3))) > ORTHONORMAL_TOL:
@@ -66,10 +81,11 @@ class Volume:
         arr = np.asarray(self.array)
         if arr.ndim != 3:
             raise GeometryError(f"{self.source or 'volume'}: expected a 3-D array, got shape {arr.shape}")
-        sp = tuple(float(s) for s in np.asarray(self.spacing_mm, dtype=np.float64).reshape(3))
+        name = self.source or "volume"
+        sp = tuple(float(s) for s in _as_vec3(self.spacing_mm, f"{name}: spacing_mm"))
         if not all(np.isfinite(s) and s > 0 for s in sp):
             raise GeometryError(f"{self.source or 'volume'}: spacing must be positive and finite, got {sp}")
-        org = tuple(float(o) for o in np.asarray(self.origin_mm, dtype=np.float64).reshape(3))
+        org = tuple(float(o) for o in _as_vec3(self.origin_mm, f"{name}: origin_mm"))
         if not all(np.isfinite(o) for o in org):
             raise GeometryError(f"{self.source or 'volume'}: origin is not finite: {org}")
         try:

@@ -21,6 +21,7 @@ from .._version import __version__
 from ..config import resolve_config
 from ..geometry import Volume, ld_axis
 from ._anatomy import Body, anatomy_and_flr
+from ._components import Groups, group_runs
 from ._labels import as_label_array, lut_size
 
 SCHEMA_VERSION = "1.0.0"
@@ -389,48 +390,9 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
         )
 
     # components / instances ----------------------------------------------------
-    values = np.unique(runs[:, K.RUN_VALUE]) if runs.shape[0] else np.zeros(0, dtype=np.int64)
-    mode = labels["lesion_mode"]
-    if mode == "auto":
-        mode = "instances" if values.size > 1 else "binary"
     nz, ny, nx = liver_u.shape
-    conn = int(cfg["lesions"]["connectivity"])
-    if runs.shape[0]:
-        comp, n_comp = K._connect_runs(runs, np.array([nz, ny], dtype=np.int64), conn, mode == "instances")
-    else:
-        comp, n_comp = np.zeros(0, dtype=np.int64), 0
-
-    # group key per run: component (binary) or value (instances)
-    if mode == "instances":
-        group_values = values
-        group = np.searchsorted(values, runs[:, K.RUN_VALUE]) if runs.shape[0] else np.zeros(0, dtype=np.int64)
-        ncomp_per_group = np.zeros(values.size, dtype=np.int64)
-        if runs.shape[0]:
-            comp_value = np.zeros(n_comp, dtype=np.int64)
-            comp_value[comp] = group
-            ncomp_per_group = np.bincount(comp_value, minlength=values.size)
-    else:
-        group = comp
-        ncomp_per_group = np.ones(n_comp, dtype=np.int64)
-        group_values = None
-    n_groups = int(values.size if mode == "instances" else n_comp)
-
-    # binary ids follow raster order of the INPUT array's first voxel
-    if mode == "binary" and n_groups and perm != (0, 1, 2):
-        first_flat = np.full(n_groups, np.iinfo(np.int64).max, dtype=np.int64)
-        size = geo.shape
-        for col in (K.RUN_X0, K.RUN_X1):
-            idx_scan = np.stack([runs[:, K.RUN_Z], runs[:, K.RUN_Y], runs[:, col]], axis=1)
-            idx_in = np.empty_like(idx_scan)
-            idx_in[:, list(perm)] = idx_scan
-            flat = np.ravel_multi_index(idx_in.T, size)
-            np.minimum.at(first_flat, group, flat)
-        new_rank = np.argsort(np.argsort(first_flat, kind="stable"), kind="stable")
-        group = new_rank[group]
-        ncomp_per_group = ncomp_per_group[np.argsort(new_rank)]
-
-    order = np.argsort(group, kind="stable").astype(np.int64)
-    starts = np.searchsorted(group[order], np.arange(n_groups + 1)).astype(np.int64)
+    G = group_runs(runs, (nz, ny), labels["lesion_mode"], int(cfg["lesions"]["connectivity"]), perm, geo.shape)
+    mode, group, n_groups, ncomp_per_group, order, starts = G.mode, G.group, G.n, G.components, G.order, G.starts
     tol_deg = float(cfg["diameters"]["sa_perpendicular_tolerance_deg"])
     tie = float(cfg["diameters"]["tie_tolerance_mm"])
     stats, floats, ends = K._lesion_geometry(
@@ -459,7 +421,7 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
     run_ids = np.zeros(runs.shape[0], dtype=np.int64)
     lesions: list[Lesion] = []
     for rank, g in enumerate(keep):
-        lid = int(group_values[g]) if mode == "instances" else rank + 1
+        lid = int(G.ids[g]) if mode == "instances" else rank + 1
         count = int(stats[g, K.S_COUNT])
         inl = int(stats[g, K.S_IN_LIVER])
         frac = inl / count
