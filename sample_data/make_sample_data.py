@@ -21,6 +21,10 @@ Output (in ``<out>/study/``):
 * ``liver.nii.gz``: binary liver mask (label 5, plus any intrahepatic lesion
   voxel), with the source NIfTI's header/affine (LAS, flipped rows) unchanged.
 * ``lesions.nii.gz``: binary lesion mask, same header/affine.
+* ``segments.nii.gz``: a synthetic Couinaud segment map (values 1..8, every
+  liver voxel labelled), same header/affine. A GEOMETRIC APPROXIMATION by a few
+  planes in LPS (see ``couinaud_map``), NOT anatomy: it exists so that the FLR
+  commands (``--segments``, ``--resect``) can be tried on the sample.
 * ``truth.json``: brute-force reference values computed here (see README).
 
 Lesions are analytic shapes in physical DICOM patient coordinates (LPS, mm);
@@ -359,6 +363,113 @@ def brute_force_diameters(idx, grid: Grid):
     return max3d, ld, ld_slice
 
 
+# ------------------------------------------------- synthetic Couinaud map
+# A GEOMETRIC APPROXIMATION of Couinaud's segments, NOT anatomy. Every liver
+# voxel gets one segment from the side of a few planes its centre lies on
+# (physical LPS mm; x -> patient left, y -> posterior, z -> superior). The
+# vertical planes are given by two points of their trace in the axial plane.
+# The source has no hepatic-vein or gallbladder labels; the positions below
+# were read off its TotalSegmentator labels (IVC = label 63, mean axis about
+# (-37.1, -152.7); portal vein = label 64, hilum about (-50, -183) in slices
+# 0-13) and chosen so that all 8 segments appear in the 40 mm field of view.
+COUINAUD_IVC_XY = (-37.0, -153.0)       # IVC axis (vertical line)
+COUINAUD_CANTLIE_ANT_XY = (-55.0, -250.0)  # anterior end of the Cantlie line (gallbladder fossa, assumed)
+COUINAUD_UMBILICAL_XY = ((-15.0, -150.0), (-8.0, -250.0))  # umbilical fissure / falciform line
+COUINAUD_RHV_LAT_XY = (-150.0, -185.0)  # lateral end of the right hepatic vein line (from the IVC)
+COUINAUD_PORTAL_Z = -785.5              # horizontal portal plane (between slices 9 and 10)
+COUINAUD_S2S3_POINT_YZ = (-200.0, -785.5)  # plane splitting II (postero-superior) from III
+COUINAUD_S2S3_TILT_DEG = 30.0           # its normal: +z tilted 30 deg towards +y (posterior)
+COUINAUD_CAUDATE_XY = (-24.0, -166.0)   # caudate (I): vertical cylinder left-anterior of the IVC
+COUINAUD_CAUDATE_R_MM = 12.0
+COUINAUD_RULES = [
+    "1 (caudate): axial distance to (x, y) = (-24, -166) mm below 12 mm (a vertical cylinder "
+    "left-anterior of the IVC, behind the hilum); this rule wins over all others",
+    "right (5-8) vs left (2-4): vertical plane through the IVC axis (-37, -153) and the assumed "
+    "gallbladder fossa (-55, -250) (Cantlie line / middle hepatic vein plane)",
+    "right posterior (6, 7) vs anterior (5, 8): vertical plane through the IVC axis and "
+    "(-150, -185) (right hepatic vein plane); posterior = larger y",
+    "inferior (5, 6) vs superior (7, 8): horizontal portal plane z = -785.5 mm",
+    "left: 4 (medial) vs lateral (2, 3): vertical plane through (-15, -150) and (-8, -250) "
+    "(umbilical fissure / falciform ligament); lateral = larger x",
+    "lateral: 2 vs 3: plane through y = -200, z = -785.5 whose normal is +z tilted 30 deg towards "
+    "+y; 2 = postero-superior side, 3 = antero-inferior side",
+]
+COUINAUD_EXPECTED_ADJACENT = {
+    (1, 2), (1, 4), (2, 3), (2, 4), (3, 4), (4, 5), (4, 8), (5, 6), (5, 8), (6, 7), (7, 8)}
+
+
+def _left_of(x, y, p0, p1):
+    """Signed distance (mm) of (x, y) from the axial line p0 -> p1; > 0 on the
+    side of larger x when the line runs anterior (towards -y)."""
+    d = np.asarray(p1, float) - np.asarray(p0, float)
+    n = np.array([-d[1], d[0]]) / np.linalg.norm(d)
+    return (x - p0[0]) * n[0] + (y - p0[1]) * n[1]
+
+
+def couinaud_map(liver, grid: Grid):
+    """Synthetic Couinaud map (uint8 1..8 on every liver voxel, 0 elsewhere) by
+    the planes above. Raises when a voxel centre lies within TIE_EPS of a plane,
+    when a segment is empty, or when a segment is not one 6-connected piece."""
+    idx = np.argwhere(liver)
+    p = grid.to_lps(idx)
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    cantlie = _left_of(x, y, COUINAUD_IVC_XY, COUINAUD_CANTLIE_ANT_XY)
+    rhv = _left_of(x, y, COUINAUD_IVC_XY, COUINAUD_RHV_LAT_XY)
+    umb = _left_of(x, y, *COUINAUD_UMBILICAL_XY)
+    portal = z - COUINAUD_PORTAL_Z
+    t = math.radians(COUINAUD_S2S3_TILT_DEG)
+    s23 = (y - COUINAUD_S2S3_POINT_YZ[0]) * math.sin(t) + (z - COUINAUD_S2S3_POINT_YZ[1]) * math.cos(t)
+    caud = np.hypot(x - COUINAUD_CAUDATE_XY[0], y - COUINAUD_CAUDATE_XY[1]) - COUINAUD_CAUDATE_R_MM
+    for name, d in [("cantlie", cantlie), ("rhv", rhv), ("umbilical", umb), ("portal", portal),
+                    ("II/III", s23), ("caudate", caud)]:
+        if np.any(np.abs(d) < TIE_EPS):
+            raise SystemExit(f"couinaud_map: a voxel centre lies on the {name} plane")
+    left = cantlie > 0
+    # the RHV line runs from the IVC to the right (towards -x): the posterior
+    # side (larger y) is where _left_of is negative
+    posterior = rhv < 0
+    superior = portal > 0
+    seg = np.zeros(len(x), np.uint8)
+    seg[~left & ~posterior & ~superior] = 5
+    seg[~left & posterior & ~superior] = 6
+    seg[~left & posterior & superior] = 7
+    seg[~left & ~posterior & superior] = 8
+    seg[left & (umb <= 0)] = 4
+    seg[left & (umb > 0) & (s23 > 0)] = 2
+    seg[left & (umb > 0) & (s23 <= 0)] = 3
+    seg[caud < 0] = 1
+    out = np.zeros(grid.shape, np.uint8)
+    out[tuple(idx.T)] = seg
+    for v in range(1, 9):
+        n = components(out == v, 6)[1]
+        if n != 1:
+            raise SystemExit(f"couinaud_map: segment {v} has {n} 6-connected pieces")
+    adj = set(segment_face_areas(out, grid))
+    if adj != COUINAUD_EXPECTED_ADJACENT:
+        raise SystemExit(f"couinaud_map: adjacency {sorted(adj)} is not the expected pattern")
+    return out
+
+
+def segment_face_areas(seg, grid: Grid):
+    """Shared face area (mm2) of every pair of different non-zero labels, by
+    comparing each voxel with its next neighbour along each axis (brute force).
+    A face normal to axis a has the area of the product of the other two spacings."""
+    sp = grid.spacing
+    face = [sp[1] * sp[2], sp[0] * sp[2], sp[0] * sp[1]]
+    areas = {}
+    for ax in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[ax] = slice(0, -1)
+        hi[ax] = slice(1, None)
+        a, b = seg[tuple(lo)], seg[tuple(hi)]
+        m = (a != b) & (a > 0) & (b > 0)
+        pairs, counts = np.unique(np.sort(np.stack([a[m], b[m]], 1), axis=1), axis=0, return_counts=True)
+        for (u, v), n in zip(pairs.tolist(), counts.tolist()):
+            areas[(u, v)] = areas.get((u, v), 0.0) + n * face[ax]
+    return dict(sorted(areas.items()))
+
+
 # ----------------------------------------------------------------- DICOM out
 _UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, UID_ROOT)
 
@@ -583,7 +694,7 @@ def build(shared: Path):
                 slope=slope, inter=inter, src_nii=src_nii, mapping=mapping,
                 labels=labels, liver=liver, lesions=lesions, shapes=shapes,
                 shape_masks=shape_masks, lab26=lab26, n26=n26, rim=rim,
-                comp_in_liver=comp_in_liver)
+                comp_in_liver=comp_in_liver, segments=couinaud_map(liver, grid))
 
 
 def shape_record(s, m):
@@ -711,6 +822,80 @@ def make_truth(b):
             burden_percent=100.0 * intra_vox / liver_vox,
             burden_definition=("intrahepatic lesion volume / liver volume "
                                "(liver incl. lesions) x 100")),
+        segments=segments_truth(b, comps),
+    )
+
+
+def segments_truth(b, comps):
+    """Brute-force reference values of the synthetic Couinaud map: voxel counts
+    per segment, tumor voxels per segment, shared face areas, and the FLR of a
+    right hepatectomy (resect 5-8), all by plain numpy counting."""
+    grid, liver, seg = b["grid"], b["liver"], b["segments"]
+    vv = grid.voxel_volume_mm3
+    intra_ids = [c["id"] for c in comps if c["in_liver"]]
+    tumor = np.isin(b["lab26"], intra_ids)
+    tlv = liver | tumor  # = liver here: every intrahepatic lesion lies in the liver mask
+    tlv_vox, tumor_vox = int(tlv.sum()), int(tumor.sum())
+    per = {}
+    for v in range(1, 9):
+        m = (seg == v) & tlv
+        t = m & tumor
+        per[str(v)] = dict(
+            voxel_count=int(m.sum()), volume_ml=int(m.sum()) * vv / 1000.0,
+            tumor_voxel_count=int(t.sum()), tumor_volume_ml=int(t.sum()) * vv / 1000.0,
+            lesion_ids=sorted(int(i) for i in np.unique(b["lab26"][t]) if i),
+        )
+    majority = {}
+    for i in intra_ids:
+        vals, cnt = np.unique(seg[b["lab26"] == i], return_counts=True)
+        majority[str(i)] = str(int(vals[np.argmax(cnt)]))
+    lobes = {name: dict(segments=[str(v) for v in vs],
+                        voxel_count=int(sum(per[str(v)]["voxel_count"] for v in vs)),
+                        tumor_voxel_count=int(sum(per[str(v)]["tumor_voxel_count"] for v in vs)))
+             for name, vs in [("right", (5, 6, 7, 8)), ("left", (2, 3, 4)), ("caudate", (1,))]}
+    resect = (5, 6, 7, 8)
+    remnant = tlv & (seg > 0) & ~np.isin(seg, resect)
+    rem_vox, rem_tum = int(remnant.sum()), int((remnant & tumor).sum())
+    removed = int((tumor & np.isin(seg, resect)).sum())
+    flr_vox = rem_vox - rem_tum
+    h_cm, w_kg = 100.0 * float(PATIENT_SIZE_M), float(b["src_dss"][0].PatientWeight)
+    bsa = math.sqrt(h_cm * w_kg / 3600.0)
+    slv_v, slv_u = -794.41 + 1267.28 * bsa, 706.2 * bsa + 2.4
+    flr_ml = flr_vox * vv / 1000.0
+    return dict(
+        file="segments.nii.gz",
+        note=("GEOMETRIC APPROXIMATION of Couinaud segments by a few planes in LPS, NOT anatomy; "
+              "values 1..8 = segments I..VIII on every liver voxel (no IVa/IVb split); same "
+              "header/affine (LAS) as liver.nii.gz"),
+        rules=COUINAUD_RULES,
+        voxel_volume_mm3=vv,
+        labelled_voxels=int((seg > 0).sum()),
+        unassigned_liver_voxels=int((tlv & (seg == 0)).sum()),
+        per_segment=per,
+        lobes=lobes,
+        adjacency_mm2={f"{u}-{v}": a for (u, v), a in segment_face_areas(seg, grid).items()},
+        adjacency_definition=("shared face area between two segments: number of face-neighbour "
+                              "voxel pairs x area of that face (product of the other two spacings)"),
+        lesion_majority_segment=majority,
+        flr_right_hepatectomy=dict(
+            resected_segments=[str(v) for v in resect],
+            remnant_segments=["1", "2", "3", "4"],
+            tlv_voxels=tlv_vox,
+            tumor_voxels=tumor_vox,
+            functional_voxels=tlv_vox - tumor_vox,
+            remnant_voxels=rem_vox,
+            remnant_tumor_voxels=rem_tum,
+            flr_voxels=flr_vox,
+            flr_ml=flr_ml,
+            flr_pct=100.0 * flr_vox / (tlv_vox - tumor_vox),
+            tumor_removed_voxels=removed,
+            cytoreduction_pct=100.0 * removed / tumor_vox,
+            body=dict(height_cm=h_cm, weight_kg=w_kg, source="DICOM PatientSize / PatientWeight"),
+            bsa_m2=bsa,
+            slv_ml=dict(vauthey=slv_v, urata=slv_u),
+            sflr_pct=dict(vauthey=100.0 * flr_ml / slv_v, urata=100.0 * flr_ml / slv_u),
+            note="the liver is truncated by the 40 mm field of view: these are not a real FLR",
+        ),
     )
 
 
@@ -731,7 +916,8 @@ def write(b, truth, out: Path):
     hu = b["hu_new"]
     for ds in build_localizer_datasets(b["src_dss"][0], hu, b["grid"], b["slope"], b["inter"]):
         write_dataset(ds, ct_dir / file_name(ds.SOPInstanceUID))
-    for fname, arr in [("liver.nii.gz", b["liver"]), ("lesions.nii.gz", b["lesions"])]:
+    for fname, arr in [("liver.nii.gz", b["liver"]), ("lesions.nii.gz", b["lesions"]),
+                       ("segments.nii.gz", b["segments"])]:
         data = dicom_to_nifti_grid(arr.astype(np.uint8), b["mapping"])
         (study / fname).write_bytes(nifti_bytes(data, b["src_nii"]))
     (study / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
@@ -767,7 +953,7 @@ def verify(b, truth, out: Path):
         assert not any(e.tag.is_private for e in ds)
 
     results = {}
-    for name in ["liver", "lesions"]:
+    for name in ["liver", "lesions", "segments"]:
         p = study / f"{name}.nii.gz"
         n = nib.load(str(p))
         assert nib.aff2axcodes(n.affine) == nib.aff2axcodes(b["src_nii"].affine)
@@ -777,20 +963,25 @@ def verify(b, truth, out: Path):
         # (a) physical points: index (c, r, k) of the CT and the point it maps
         # to in the raw (LAS) mask image
         arr_raw = sitk.GetArrayFromImage(img)
-        sample = np.argwhere(b[name])[:: max(1, int(b[name].sum()) // 500)]
+        sample = np.argwhere(b[name])[:: max(1, int(np.count_nonzero(b[name])) // 500)]
         for k, r, c in sample:
             pt = ct.TransformIndexToPhysicalPoint((int(c), int(r), int(k)))
             ix = img.TransformPhysicalPointToIndex(pt)
-            assert arr_raw[ix[2], ix[1], ix[0]] == 1
+            assert arr_raw[ix[2], ix[1], ix[0]] == b[name][k, r, c]
         # (b) lossless reorientation to the DICOM (LPS) grid
         lps = sitk.DICOMOrient(img, "LPS")
         assert np.allclose(lps.GetOrigin(), ct.GetOrigin(), atol=1e-4)
         assert np.allclose(lps.GetSpacing(), ct.GetSpacing(), atol=1e-5)
         assert np.allclose(lps.GetDirection(), ct.GetDirection(), atol=1e-6)
-        arr = sitk.GetArrayFromImage(lps).astype(bool)
+        arr = sitk.GetArrayFromImage(lps).astype(b[name].dtype)
         assert np.array_equal(arr, b[name]), f"{name} mask differs after DICOMOrient"
         results[name] = arr
     liver, lesions = results["liver"], results["lesions"]
+    seg = results["segments"]
+    assert np.array_equal(seg > 0, liver), "segment map must label exactly the liver voxels"
+    st = truth["segments"]
+    for v in range(1, 9):
+        assert int(((seg == v) & liver).sum()) == st["per_segment"][str(v)]["voxel_count"] > 0
     assert int(liver.sum()) == truth["liver"]["voxel_count"]
     intra = lesions & liver
     extra = lesions & ~liver
@@ -850,6 +1041,15 @@ def main(argv=None):
           f"({truth['totals']['intrahepatic_lesion_volume_ml']:.4f} ml)")
     print(f"mean HU: liver (excl. lesions) {s['liver_hu']:.1f}, intrahepatic lesions "
           f"{s['intrahepatic_lesion_hu']:.1f}, extrahepatic {s['extrahepatic_lesion_hu']:.1f}")
+    st = truth["segments"]
+    print("synthetic Couinaud map (geometric approximation, NOT anatomy):")
+    print("  " + "  ".join(f"{k}: {v['voxel_count']} vox {v['volume_ml']:.2f} ml"
+                           for k, v in st["per_segment"].items()))
+    print("  adjacency mm2: " + ", ".join(f"{k} {a:.1f}" for k, a in st["adjacency_mm2"].items()))
+    f = st["flr_right_hepatectomy"]
+    print(f"  right hepatectomy: FLR {f['flr_ml']:.2f} ml = {f['flr_pct']:.2f} %, sFLR Vauthey "
+          f"{f['sflr_pct']['vauthey']:.2f} %, Urata {f['sflr_pct']['urata']:.2f} % (BSA {f['bsa_m2']:.4f}), "
+          f"cytoreduction {f['cytoreduction_pct']:.2f} %")
     print(f"{args.out / 'study'}: {du(args.out / 'study') / 1e6:.2f} MB; verification OK")
     return 0
 

@@ -10,7 +10,6 @@ section 6 ("select the series explicitly or by rule, never by accident").
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np

@@ -64,7 +64,56 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true", help="print nothing on success")
     m.add_argument("-v", "--verbose", action="store_true", help="log progress (never identifiers)")
     m.add_argument("--debug", action="store_true", help="print a traceback on internal errors")
+    g = sub.add_parser("margin", help="ablation margin: register post to pre CT, 3-D margin per tumor, A0/A1/A2")
+    g.add_argument("--pre", required=True, help="pre-ablation (planning) CT: DICOM folder/file or NIfTI/NRRD")
+    g.add_argument("--post", required=True, help="post-ablation (control) CT: DICOM folder/file or NIfTI/NRRD")
+    g.add_argument("--tumor", required=True, help="tumor mask on the pre scan")
+    g.add_argument("--zone", required=True, help="ablation-zone mask on the post scan")
+    g.add_argument("--liver-pre", help="liver mask on the pre scan (initialisation, metric focus, quality)")
+    g.add_argument("--liver-post", help="liver mask on the post scan")
+    g.add_argument("--registration", choices=["rigid", "affine", "deformable", "none"], help="default: config (affine)")
+    g.add_argument("--margin-mm", type=float, help="A0 margin threshold, mm (default 5)")
+    g.add_argument("--landmarks", help="CSV x_pre,y_pre,z_pre,x_post,y_post,z_post (LPS mm)")
+    g.add_argument("--segments", help="Couinaud map on the pre scan (names the segment of the minimal margin)")
+    g.add_argument("--series-pre", help="DICOM series of the pre scan (UID, number or description)")
+    g.add_argument("--series-post", help="DICOM series of the post scan")
+    g.add_argument("--config", help="TOML configuration")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--no-pictures", action="store_true", help="do not write the per-tumor PNGs")
+    g.add_argument("--no-input-paths", action="store_true", help="do not write inputs.json")
+    g.add_argument("--quiet", action="store_true")
+    g.add_argument("-v", "--verbose", action="store_true")
+    g.add_argument("--debug", action="store_true")
     return p
+
+
+def _cmd_margin(args: argparse.Namespace) -> int:
+    from .pipeline import margin_study
+
+    run = margin_study(
+        args.pre, args.post, args.tumor, args.zone, args.out,
+        liver_pre=args.liver_pre, liver_post=args.liver_post, registration=args.registration,
+        margin_mm=args.margin_mm, landmarks=args.landmarks, segments=args.segments,
+        series_pre=args.series_pre, series_post=args.series_post, config=args.config,
+        input_paths=not args.no_input_paths, pictures=not args.no_pictures,
+    )
+    if not args.quiet:
+        d = run.document
+        r = d["registration"]
+        q = "" if r["liver_dice"] is None else f", liver Dice {r['liver_dice']:.3f}, MSD {r['liver_msd_mm']:.2f} mm"
+        print(f"registration {r['method']}: {'ok' if r['ok'] else 'FAILED: ' + str(r['reason'])}{q}")
+        for t in d["tumors"]:
+            cls = t["classification"] or "not assessed"
+            print(
+                f"  tumor {t['id']:>3}: min margin {t['min_margin_mm']:6.2f} mm (+-{t['uncertainty_mm']:.1f}), "
+                f"coverage {t['coverage_pct']:6.2f} %, >= {d['threshold_mm']:g} mm on "
+                f"{100 * t['surface_fraction']['at_least_threshold']:.1f} % of the surface: {cls}"
+                + (" (uncertain)" if t["uncertain"] else "")
+            )
+        for w in d["warnings"]:
+            print(f"warning: {w}")
+        print(f"wrote {args.out}/margin.json (total {run.timing_s['total']:.1f} s)")
+    return EXIT_OK
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -155,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "measure":
             return _cmd_measure(args)
+        if args.command == "margin":
+            return _cmd_margin(args)
         parser.error(f"unknown command {args.command}")
     except LiverburdenError as exc:
         print(f"liverburden: error: {exc}", file=sys.stderr)

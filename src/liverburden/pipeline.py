@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
+from ._version import __version__
 from .config import load_config
 from .io import hash_files, load_study, pseudonym
 from .measure import MeasureResult, measure_volumes
@@ -128,3 +129,199 @@ def measure_study(
     for w in doc["warnings"]:
         log.warning("%s", w)
     return StudyRun(res, doc, paths, timing)
+
+
+# --------------------------------------------------------------------------- margin
+
+
+def read_landmarks(path: str | Path) -> "np.ndarray":
+    """Landmarks CSV ``x_pre,y_pre,z_pre,x_post,y_post,z_post`` (LPS mm, conventions.md)."""
+    import csv
+
+    import numpy as np
+
+    from ._exceptions import InputError
+
+    p = Path(path)
+    cols = ["x_pre", "y_pre", "z_pre", "x_post", "y_post", "z_post"]
+    try:
+        with open(p, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read landmarks ({exc.strerror})") from None
+    if not rows or any(c not in rows[0] for c in cols):
+        raise InputError(f"{p}: landmarks CSV needs the columns {','.join(cols)}")
+    try:
+        arr = np.array([[float(r[c]) for c in cols] for r in rows])
+    except (TypeError, ValueError):
+        raise InputError(f"{p}: landmarks CSV has a value that is not a number") from None
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{p}: landmarks CSV has a non-finite value")
+    return arr
+
+
+@dataclass(frozen=True)
+class MarginRun:
+    document: dict[str, Any]
+    paths: dict[str, Path]
+    timing_s: dict[str, float]
+
+
+MARGIN_CSV_COLUMNS = [
+    "id", "volume_ml", "min_margin_mm", "margin_q1_mm", "margin_median_mm", "margin_q3_mm",
+    "surface_below_0", "surface_from_0_to_threshold", "surface_at_least_threshold", "threshold_mm",
+    "coverage_pct", "classification", "uncertain", "uncertainty_mm",
+    "min_margin_x_mm", "min_margin_y_mm", "min_margin_z_mm", "min_margin_segment",
+] + [f"vic_{k}_ml" for k in range(11)]
+
+
+def margin_study(
+    pre: str | Path,
+    post: str | Path,
+    tumor: str | Path,
+    zone: str | Path,
+    out: str | Path,
+    *,
+    liver_pre: str | Path | None = None,
+    liver_post: str | Path | None = None,
+    registration: str | None = None,
+    margin_mm: float | None = None,
+    landmarks: str | Path | None = None,
+    segments: str | Path | None = None,
+    series_pre: str | None = None,
+    series_post: str | None = None,
+    config: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    input_paths: bool = True,
+    pictures: bool = True,
+) -> MarginRun:
+    """Register post to pre, carry the zone into the pre grid, measure margins, write outputs."""
+    import csv
+    import io as _io
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ._exceptions import MaskError
+    from .io import load_image, load_mask_on
+    from .margin import margins_arrays
+    from .register import register_volumes, resample_mask_into
+    from .report import write_json_atomic
+    from .report._bundle import _atomic_write
+    from .report._margin_schema import validate_margin
+
+    t0 = time.perf_counter()
+    ov = dict(overrides or {})
+    if registration is not None:
+        ov.setdefault("registration", {})["method"] = registration
+    if margin_mm is not None:
+        ov.setdefault("margin", {})["threshold_mm"] = float(margin_mm)
+    cfg = load_config(config, ov)
+    lm = read_landmarks(landmarks) if landmarks is not None else None
+    pre_img, pre_h, w_pre, pre_files = load_image(pre, series=series_pre, config=cfg, match_mask=tumor)
+    post_img, post_h, w_post, post_files = load_image(post, series=series_post, config=cfg, match_mask=zone)
+    tumor_v = load_mask_on(tumor, pre_img, pre_h, config=cfg, role="lesion", what="tumor mask")
+    zone_v = load_mask_on(zone, post_img, post_h, config=cfg, role="zone", what="ablation zone mask")
+    lpre = load_mask_on(liver_pre, pre_img, pre_h, config=cfg, role="liver", what="pre liver mask") if liver_pre else None
+    lpost = load_mask_on(liver_post, post_img, post_h, config=cfg, role="liver", what="post liver mask") if liver_post else None
+    seg = load_mask_on(segments, pre_img, pre_h, config=cfg, role="segment", what="segment map") if segments else None
+    if not np.any(tumor_v.array):
+        raise MaskError(f"{tumor}: tumor mask is empty")
+    if not np.any(zone_v.array):
+        raise MaskError(f"{zone}: ablation zone mask is empty")
+    t_load = time.perf_counter()
+    method = cfg["registration"]["method"]
+    reg = register_volumes(pre_img, post_img, method=method, liver_pre=lpre, liver_post=lpost, landmarks=lm, config=cfg)
+    t_reg = time.perf_counter()
+    zone_pre = resample_mask_into(zone_v, pre_img, reg.transform, mode=cfg["registration"]["zone_resampling"])
+    if not zone_pre.any():
+        raise MaskError(f"{zone}: the ablation zone falls outside the pre scan after registration")
+    e_reg = reg.error_mm
+    res = margins_arrays(
+        tumor_v.array, zone_pre, pre_img.spacing_mm, pre_img.direction, pre_img.origin_mm,
+        liver=None if lpre is None else lpre.array, config=cfg,
+        segments=None if seg is None else seg.array,
+        registration_error_mm=e_reg, classify=reg.ok,
+    )
+    t_margin = time.perf_counter()
+    warnings = list(w_pre) + list(w_post) + list(reg.warnings) + list(res.warnings)
+    if not reg.ok:
+        warnings.append(f"registration failed its quality check ({reg.reason}): no A0/A1/A2 verdict is issued")
+    salt = cfg["privacy"]["salt"]
+    files = {"pre": pre_files, "post": post_files, "tumor": [Path(tumor)], "zone": [Path(zone)]}
+    for role, p in (("liver_pre", liver_pre), ("liver_post", liver_post), ("landmarks", landmarks), ("segments", segments)):
+        if p:
+            files[role] = [Path(p)]
+    hashes = {role: {"sha256": hash_files(ps), "files": len(ps)} for role, ps in files.items()}
+    doc: dict[str, Any] = {
+        "schema_version": "1.0.0",
+        "software": {"name": "liverburden", "version": __version__, "packages": package_versions()},
+        "axes": ["slice", "row", "col"],
+        "pre_image": pre_img.geometry_dict(),
+        "post_image": post_img.geometry_dict(),
+        "study_key_pre": pseudonym(pre_h.study_uid, salt),
+        "study_key_post": pseudonym(post_h.study_uid, salt),
+        "frame_key_pre": pseudonym(pre_h.frame_uid, salt),
+        "frame_key_post": pseudonym(post_h.frame_uid, salt),
+        "conventions": {
+            "margin": "signed Euclidean distance of the zone at tumor surface voxel centres (6-neighbour surface), "
+            "positive inside the zone; anisotropic spacing; clinical-reference section 4",
+            "zone_resampling": cfg["registration"]["zone_resampling"],
+            "matrix_lps": "maps a pre-scan LPS point to the post scan (ITK fixed to moving), 4x4 homogeneous",
+            "uncertainty": "sqrt(e_reg^2 + (0.5 x largest spacing)^2); e_reg = landmark error, else liver MSD, "
+            f"else {cfg['margin']['default_registration_error_mm']:g} mm",
+        },
+        "registration": reg.to_dict(),
+        "threshold_mm": res.threshold_mm,
+        "tumors": [t.to_dict() for t in res.tumors],
+        "warnings": warnings,
+        "config": cfg,
+        "inputs": hashes,
+        "timing_s": {
+            "load": round(t_load - t0, 4), "register": round(t_reg - t_load, 4), "margin": round(t_margin - t_reg, 4),
+        },
+    }
+    validate_margin(doc)
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    if reg.transform is not None:
+        paths["transform"] = outp / "transform_pre_to_post.tfm"
+        sitk.WriteTransform(reg.transform, str(paths["transform"]))
+    paths["zone_in_pre"] = outp / "zone_in_pre.nii.gz"
+    from .io import volume_to_sitk
+
+    sitk.WriteImage(volume_to_sitk(pre_img, zone_pre.astype(np.uint8)), str(paths["zone_in_pre"]), useCompression=True)
+    buf = _io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(MARGIN_CSV_COLUMNS)
+    for t in doc["tumors"]:
+        sf = t["surface_fraction"]
+        wr.writerow([
+            t["id"], t["volume_ml"], t["min_margin_mm"], *t["margin_quartiles_mm"], sf["below_0"],
+            sf["from_0_to_threshold"], sf["at_least_threshold"], sf["threshold_mm"], t["coverage_pct"],
+            t["classification"] or "", int(t["uncertain"]), t["uncertainty_mm"], *t["min_margin_point_mm"],
+            t["min_margin_segment"] or "", *[t["vic_ml"].get(str(k), "") for k in range(11)],
+        ])
+    paths["csv"] = outp / "margin.csv"
+    _atomic_write(paths["csv"], buf.getvalue().encode())
+    if pictures:
+        from .report._views import margin_figure
+
+        for t in res.tumors:
+            p = outp / f"margin_tumor_{t.id}.png"
+            ids = np.zeros(tumor_v.shape, dtype=bool)
+            vals = np.asarray(tumor_v.array)
+            ids = vals == t.id if vals.max() > 1 else vals != 0
+            margin_figure(p, pre_img, ids, zone_pre, t, t.surface_margins_mm, res.threshold_mm)
+            paths[f"png_{t.id}"] = p
+    if input_paths:
+        paths["inputs"] = outp / "inputs.json"
+        write_json_atomic(paths["inputs"], {
+            "note": "local file: input paths may reveal patient data; never export it",
+            "inputs": {role: [str(p) for p in ps] for role, ps in files.items()},
+        })
+    paths["json"] = outp / "margin.json"
+    write_json_atomic(paths["json"], doc)
+    timing = dict(doc["timing_s"], total=round(time.perf_counter() - t0, 4))
+    return MarginRun(doc, paths, timing)

@@ -3,7 +3,7 @@
 from ._dicom import SeriesGeometry, SeriesInfo, read_series_pixels, scan_dicom, series_geometry
 from ._masks import read_seg, read_volume_file
 from ._sitk import volume_from_sitk, volume_to_sitk
-from ._study import Study, StudyHeader, hash_files, load_study, pseudonym
+from ._study import Study, StudyHeader, hash_files, load_image, load_mask_on, load_study, pseudonym
 
 __all__ = [
     "SeriesGeometry",
@@ -11,6 +11,8 @@ __all__ = [
     "Study",
     "StudyHeader",
     "hash_files",
+    "load_image",
+    "load_mask_on",
     "load_study",
     "pseudonym",
     "read_series_pixels",

@@ -42,6 +42,9 @@ def read_volume_file(path: str | Path, what: str) -> Volume:
         raise InputError(f"{p}: {what} file not found")
     if p.is_dir():
         raise InputError(f"{p}: {what} must be a file, got a folder")
+    name = p.name.lower()
+    if name.endswith(".nii") or name.endswith(".nii.gz"):
+        _check_nifti_header(p, what)
     try:
         img = sitk.ReadImage(str(p))
     except RuntimeError as exc:
@@ -58,6 +61,21 @@ def read_volume_file(path: str | Path, what: str) -> Volume:
         return volume_from_sitk(img, source=str(p))
     except Exception as exc:
         raise InputError(f"{p}: {what}: {exc}") from None
+
+
+def _check_nifti_header(p: Path, what: str) -> None:
+    """ITK replaces a NaN or zero pixdim by 1 mm without a word: check it first."""
+    import nibabel as nib
+
+    try:
+        hdr = nib.load(str(p)).header
+    except Exception as exc:
+        raise InputError(f"{p}: cannot read {what} ({type(exc).__name__}: {str(exc)[:160]})") from None
+    zooms = np.asarray(hdr["pixdim"][1:4], dtype=np.float64)
+    if not np.all(np.isfinite(zooms)):
+        raise InputError(f"{p}: {what} has a NaN or infinite voxel spacing (pixdim {zooms.tolist()})")
+    if np.any(zooms == 0):
+        raise InputError(f"{p}: {what} has a zero voxel spacing (pixdim {zooms.tolist()})")
 
 
 def _seg_segments_for_role(seg, role: str | None, path: Path) -> list[int]:

@@ -93,6 +93,41 @@ def _read_mask(path: Path, what: str, role: str, ref: Volume | None, header: Stu
     return read_volume_file(path, what)
 
 
+def _tol(config: Mapping[str, Any]) -> dict[str, float]:
+    g = config["geometry"]
+    return dict(position_tol_voxel=g["position_tol_voxel"], direction_tol=g["direction_tol"])
+
+
+def load_image(
+    image: str | Path,
+    *,
+    series: str | None = None,
+    config: Mapping[str, Any],
+    match_mask: str | Path | None = None,
+    read_pixels: bool = True,
+) -> tuple[Volume, StudyHeader, list[str], list[Path]]:
+    """Load an image (DICOM folder or file, NIfTI/NRRD); ``match_mask`` (a volume
+    file) helps choose among several DICOM series by geometry."""
+    image_p = Path(image)
+    mask_v = None
+    if match_mask is not None and is_volume_file(Path(match_mask)):
+        mask_v = read_volume_file(Path(match_mask), "mask")
+    if image_p.is_file() and is_volume_file(image_p):
+        return read_volume_file(image_p, "image"), StudyHeader(source_kind="volume-file"), [], [image_p]
+    img, header, w, used = _load_dicom_image(image_p, series, mask_v, config, read_pixels, _tol(config))
+    return img, header, w, used
+
+
+def load_mask_on(
+    path: str | Path, image: Volume, header: StudyHeader, *, config: Mapping[str, Any], role: str, what: str
+) -> Volume:
+    """Read a mask (NIfTI/NRRD/DICOM SEG) and reorient it onto ``image``'s grid, losslessly."""
+    p = Path(path)
+    vol = _read_mask(p, what, role, image, header)
+    arr = match_to_grid(vol, image, what=what, **_tol(config))
+    return image.with_array(arr, source=str(p))
+
+
 def load_study(
     image: str | Path,
     liver: str | Path,
@@ -111,42 +146,24 @@ def load_study(
     InputError, SeriesSelectionError, GeometryError, MaskError
         With the file named and, for geometry, both geometries.
     """
-    gcfg = config["geometry"]
-    tol = dict(position_tol_voxel=gcfg["position_tol_voxel"], direction_tol=gcfg["direction_tol"])
-    image_p = Path(image)
-    liver_p = Path(liver)
-    lesion_p = Path(lesions)
-    seg_p = Path(segments) if segments is not None else None
-    warnings: list[str] = []
-    files: dict[str, list[Path]] = {"liver": [liver_p], "lesions": [lesion_p]}
-    if seg_p is not None:
-        files["segments"] = [seg_p]
+    img, header, warnings, used = load_image(
+        image, series=series, config=config, match_mask=liver, read_pixels=read_pixels
+    )
+    files: dict[str, list[Path]] = {"image": used, "liver": [Path(liver)], "lesions": [Path(lesions)]}
 
-    # masks stored as volume files can be read before the image: their geometry
-    # helps choose the series
-    liver_v = read_volume_file(liver_p, "liver mask") if is_volume_file(liver_p) else None
+    def on(p, role, what):
+        return load_mask_on(p, img, header, config=config, role=role, what=what)
 
-    if image_p.is_file() and is_volume_file(image_p):
-        img = read_volume_file(image_p, "image")
-        header = StudyHeader(source_kind="volume-file")
-        files["image"] = [image_p]
-    else:
-        img, header, w, used = _load_dicom_image(image_p, series, liver_v, config, read_pixels, tol)
-        warnings.extend(w)
-        files["image"] = used
-
-    def on_grid(vol: Volume, what: str) -> Volume:
-        arr = match_to_grid(vol, img, what=what, **tol)
-        return img.with_array(arr, source=vol.source)
-
-    liver_v = liver_v if liver_v is not None else _read_mask(liver_p, "liver mask", "liver", img, header)
-    liver_g = on_grid(liver_v, "liver mask")
-    lesion_g = on_grid(_read_mask(lesion_p, "lesion mask", "lesion", img, header), "lesion mask")
-    seg_g = on_grid(_read_mask(seg_p, "segment map", "segment", img, header), "segment map") if seg_p else None
+    liver_g = on(liver, "liver", "liver mask")
+    lesion_g = on(lesions, "lesion", "lesion mask")
+    seg_g = None
+    if segments is not None:
+        files["segments"] = [Path(segments)]
+        seg_g = on(segments, "segment", "segment map")
     rem_g = None
     if remnant is not None:
         files["remnant"] = [Path(remnant)]
-        rem_g = on_grid(_read_mask(Path(remnant), "remnant mask", "remnant", img, header), "remnant mask")
+        rem_g = on(remnant, "remnant", "remnant mask")
     return Study(img, liver_g, lesion_g, seg_g, header, rem_g, tuple(warnings), files)
 
 

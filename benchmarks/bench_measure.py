@@ -1,0 +1,935 @@
+"""Side-by-side: liverburden.measure_arrays vs the library routes, one process, same arrays.
+
+Run from the repository root::
+
+    python benchmarks/bench_measure.py              # N = 5 runs per route
+    python benchmarks/bench_measure.py --runs 11 --what-if
+    python benchmarks/bench_measure.py --small      # smoke test on a tiny phantom
+
+Routes (all on the phantom of ``phantom.py``: 512x512x400, 0.78x0.78x1.25 mm,
+1.7 L liver, 30 lesions 3-40 mm, three touching pairs; arrays already in memory):
+
+floor
+    ``np.count_nonzero(liver) + np.count_nonzero(lesions)``: one read of both
+    volumes, the memory-bandwidth floor.
+library
+    The fastest route through libraries: numpy bounding box of the lesions
+    (per-slice max over a uint64 view, then rows/cols in the slab), cc3d
+    26-connected components of the cropped box, ``cc3d.statistics`` for
+    counts / boxes / centroids, then per component scipy ``ConvexHull`` of the
+    physical voxel centres (reduced, exactly, to each row's first and last
+    voxel) + max pairwise distance over the hull vertices for the 3-D
+    diameter, and the same per slice in 2-D for the longest in-slice diameter
+    (LD). Degenerate hulls (flat / collinear) fall back to all points.
+    Also the liver voxel count.
+library-allvox
+    The same with every voxel centre given to Qhull (what one writes first).
+sitk
+    SimpleITK ``ConnectedComponent`` (fully connected = 26) +
+    ``LabelShapeStatisticsImageFilter`` with ``ComputeFeretDiameterOn``
+    (no RECIST axes), on the whole volume, 1 ITK thread (and 2).
+pyradiomics
+    cc3d components, then per lesion (cropped to its box, as pyradiomics'
+    extractor does) ``RadiomicsShape`` Maximum3DDiameter. Only when
+    ``import radiomics`` works.
+liverburden
+    ``liverburden.measure_arrays(..., threads=1)`` and ``threads=2``; also
+    computes SA, centroids, boxes, liver burden, RECIST selection.
+
+The library route and liverburden must agree: same lesions, voxel counts,
+boxes, centroids, max 3-D diameter and LD (1e-6 mm); any disagreement is
+printed loudly and recorded in the JSON. SimpleITK's Feret diameter and
+pyradiomics' mesh diameter are compared for information only.
+
+Memory: tracemalloc peak of one ``measure_arrays`` call (numpy allocations),
+and, in a fresh subprocess, the peak RSS above the RSS before the call
+(Linux ``VmHWM`` reset through ``/proc/self/clear_refs``; this also sees numba
+NRT allocations, which tracemalloc does not), with ``ru_maxrss`` as a
+cross-check.
+
+numba compile time is kept out: ``NUMBA_CACHE_DIR`` defaults to the
+repository's ``.numba_cache/`` and every kernel is warmed up on a tiny
+volume before any timing.
+
+Output: a table on stdout and ``benchmarks/results/measure.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+
+import phantom as _phantom  # noqa: E402
+
+TARGET_MS = 50.0
+TOL_MM = 1e-6
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _timeit(fn, runs: int, warmup: int = 1):
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(runs):
+        gc.collect()
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    ms = [t * 1e3 for t in times]
+    return {"median_ms": statistics.median(ms), "min_ms": min(ms), "runs_ms": ms}, out
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    from importlib import metadata
+
+    for name in ("numpy", "scipy", "numba", "SimpleITK", "connected-components-3d", "pyradiomics", "liverburden"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def other_cpu_load(sample_s: float = 0.5) -> dict:
+    """Load average and the CPU share (percent of one core) used by other processes:
+    on a shared 2-core machine a busy neighbour changes every figure."""
+    out = {"loadavg": [round(v, 2) for v in os.getloadavg()]}
+    try:
+        import psutil
+
+        me = os.getpid()
+        procs = [p for p in psutil.process_iter() if p.pid != me]
+        for p in procs:
+            try:
+                p.cpu_percent(None)
+            except psutil.Error:
+                pass
+        time.sleep(sample_s)
+        busy = 0.0
+        for p in procs:
+            try:
+                busy += p.cpu_percent(None)
+            except psutil.Error:
+                pass
+        out["other_processes_cpu_pct"] = round(busy, 1)
+    except ImportError:
+        pass
+    return out
+
+
+def wait_idle(max_wait_s: float, busy_pct: float = 20.0) -> dict:
+    """Wait (at most ``max_wait_s``) until other processes use less than ``busy_pct``
+    percent of a core; returns the last sample."""
+    t_end = time.monotonic() + max_wait_s
+    while True:
+        s = other_cpu_load()
+        if s.get("other_processes_cpu_pct", 0.0) < busy_pct or time.monotonic() >= t_end:
+            return s
+        print(f"  machine busy ({s}); waiting ...", flush=True)
+        time.sleep(5.0)
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def route_floor(liver, lesions):
+    return int(np.count_nonzero(liver)) + int(np.count_nonzero(lesions))
+
+
+def _nonzero_slices(a: np.ndarray) -> np.ndarray:
+    """Per-slice "any voxel set", read as uint64 words when the layout allows it."""
+    nz = a.shape[0]
+    flat = a.reshape(nz, -1)
+    if a.flags.c_contiguous and a.dtype.itemsize == 1 and flat.shape[1] % 8 == 0:
+        return flat.view(np.uint64).max(axis=1) != 0
+    return flat.max(axis=1) != 0
+
+
+def lesion_bbox(lesions: np.ndarray):
+    """(slice, row, col) slices of the lesions' bounding box, or None."""
+    zs = np.flatnonzero(_nonzero_slices(lesions))
+    if zs.size == 0:
+        return None
+    slab = lesions[zs[0] : zs[-1] + 1]
+    prof = slab.max(axis=0)  # (row, col), a small read of the slab
+    ys = np.flatnonzero(prof.max(axis=1))
+    xs = np.flatnonzero(prof.max(axis=0))
+    return (slice(zs[0], zs[-1] + 1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
+
+
+def _max_pairwise(points: np.ndarray):
+    """Largest distance over a set of points (O(n^2) in blocks; n is hull-sized)."""
+    from scipy.spatial.distance import pdist
+
+    n = points.shape[0]
+    if n < 2:
+        return 0.0
+    return float(pdist(points).max())
+
+
+def _hull_diameter(points: np.ndarray) -> float:
+    """Max pairwise distance over the convex-hull vertices (falls back to all points
+    for flat / collinear sets that Qhull rejects)."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    n, d = points.shape
+    if n <= d + 1:
+        return _max_pairwise(points)
+    try:
+        hull = ConvexHull(points)
+    except QhullError:
+        return _max_pairwise(points)
+    return _max_pairwise(points[hull.vertices])
+
+
+def _row_extremes(z, y, x):
+    """Indices of the first and last voxel of every (slice, row) in C-ordered nonzero()."""
+    n = z.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    key = z.astype(np.int64) * (int(y.max()) + 1) + y
+    brk = np.flatnonzero(np.diff(key)) + 1
+    first = np.concatenate(([0], brk))
+    last = np.concatenate((brk - 1, [n - 1]))
+    keep = np.concatenate((first, last[last != first]))
+    keep.sort()
+    return keep
+
+
+def route_library(liver, lesions, spacing, all_voxels: bool = False):
+    """numpy bbox + cc3d + scipy hulls. Returns (liver_count, list of lesion dicts)."""
+    import cc3d
+
+    sp = np.asarray(spacing, dtype=np.float64)
+    liver_count = int(np.count_nonzero(liver))
+    box = lesion_bbox(lesions)
+    if box is None:
+        return liver_count, []
+    off = np.array([s.start for s in box])
+    crop = lesions[box]
+    labels, n = cc3d.connected_components(crop, connectivity=26, return_N=True)
+    stats = cc3d.statistics(labels)
+    out = []
+    for lab in range(1, n + 1):
+        bb = stats["bounding_boxes"][lab]
+        sub = labels[bb] == lab
+        z, y, x = np.nonzero(sub)  # C order: slice, then row, then col
+        o = off + np.array([s.start for s in bb])
+        if all_voxels:
+            sel = slice(None)
+        else:
+            sel = _row_extremes(z, y, x)
+        zs, ys, xs = z[sel], y[sel], x[sel]
+        pts = np.column_stack(((zs + o[0]) * sp[0], (ys + o[1]) * sp[1], (xs + o[2]) * sp[2]))
+        max3d = _hull_diameter(pts)
+        # per-slice LD (zs is sorted)
+        ld = 0.0
+        ld_slice = -1
+        cuts = np.flatnonzero(np.diff(zs)) + 1
+        for a, b in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [zs.size]))):
+            d = _hull_diameter(pts[a:b, 1:])
+            if d > ld:
+                ld, ld_slice = d, int(zs[a] + o[0])
+        out.append({
+            "voxel_count": int(stats["voxel_counts"][lab]),
+            "bbox_min": tuple(int(s.start + off[k]) for k, s in enumerate(bb)),
+            "bbox_max": tuple(int(s.stop - 1 + off[k]) for k, s in enumerate(bb)),
+            "centroid_index": tuple(float(c + off[k]) for k, c in enumerate(stats["centroids"][lab])),
+            "max3d_mm": max3d,
+            "ld_mm": ld,
+            "ld_slice": ld_slice,
+        })
+    return liver_count, out
+
+
+def route_sitk(liver, lesions, spacing, threads: int = 1):
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
+    liver_count = int(np.count_nonzero(liver))
+    img = sitk.GetImageFromArray(lesions)
+    img.SetSpacing(tuple(float(s) for s in spacing[::-1]))
+    cc = sitk.ConnectedComponent(img, True)  # fully connected: 26
+    f = sitk.LabelShapeStatisticsImageFilter()
+    f.ComputeFeretDiameterOn()
+    f.Execute(cc)
+    out = []
+    for lab in f.GetLabels():
+        bb = f.GetBoundingBox(lab)  # x, y, z, size_x, size_y, size_z
+        lo = (bb[2], bb[1], bb[0])
+        hi = (bb[2] + bb[5] - 1, bb[1] + bb[4] - 1, bb[0] + bb[3] - 1)
+        out.append({
+            "voxel_count": int(f.GetNumberOfPixels(lab)),
+            "bbox_min": lo,
+            "bbox_max": hi,
+            "feret_mm": float(f.GetFeretDiameter(lab)),
+        })
+    return liver_count, out
+
+
+def route_pyradiomics(liver, lesions, spacing):
+    import logging
+
+    import cc3d
+    import radiomics
+    import SimpleITK as sitk
+    from radiomics import shape
+
+    radiomics.setVerbosity(logging.ERROR)
+    liver_count = int(np.count_nonzero(liver))
+    box = lesion_bbox(lesions)
+    if box is None:
+        return liver_count, []
+    off = np.array([s.start for s in box])
+    labels, n = cc3d.connected_components(lesions[box], connectivity=26, return_N=True)
+    stats = cc3d.statistics(labels)
+    sp_xyz = tuple(float(s) for s in spacing[::-1])
+    out = []
+    for lab in range(1, n + 1):
+        bb = stats["bounding_boxes"][lab]
+        m = (labels[bb] == lab).astype(np.uint8)
+        msk = sitk.GetImageFromArray(m)
+        msk.SetSpacing(sp_xyz)
+        img = sitk.GetImageFromArray(np.zeros(m.shape, dtype=np.float32))
+        img.SetSpacing(sp_xyz)
+        s = shape.RadiomicsShape(img, msk, label=1)
+        s.disableAllFeatures()
+        s.enableFeatureByName("Maximum3DDiameter")
+        res = s.execute()
+        out.append({
+            "voxel_count": int(stats["voxel_counts"][lab]),
+            "bbox_min": tuple(int(q.start + off[k]) for k, q in enumerate(bb)),
+            "bbox_max": tuple(int(q.stop - 1 + off[k]) for k, q in enumerate(bb)),
+            "max3d_mesh_mm": float(res["Maximum3DDiameter"]),
+        })
+    return liver_count, out
+
+
+def route_liverburden(liver, lesions, spacing, direction, threads: int = 1):
+    import liverburden
+
+    return liverburden.measure_arrays(liver, lesions, spacing, direction, threads=threads)
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+def _key(d):
+    return (tuple(d["bbox_min"]), tuple(d["bbox_max"]))
+
+
+def compare(lb_res, lib_liver_count, lib_lesions, *, voxel_ml: float, extra_routes: dict) -> dict:
+    """Library route vs liverburden (strict) + SimpleITK / pyradiomics (information)."""
+    problems: list[str] = []
+    lb_les = [
+        {
+            "id": les.id,
+            "voxel_count": les.voxel_count,
+            "bbox_min": tuple(les.bbox_index_min),
+            "bbox_max": tuple(les.bbox_index_max),
+            "centroid_index": tuple(les.centroid_index),
+            "max3d_mm": les.max3d_mm,
+            "ld_mm": les.ld_mm,
+            "sa_mm": les.sa_mm,
+        }
+        for les in lb_res.lesions
+    ]
+    if len(lb_les) != len(lib_lesions):
+        problems.append(f"lesion count: liverburden {len(lb_les)} vs library {len(lib_lesions)}")
+    lb_liver = round(lb_res.liver.mask_volume_ml / voxel_ml)
+    if lb_liver != lib_liver_count:
+        problems.append(f"liver voxels: liverburden {lb_liver} vs library {lib_liver_count}")
+    lib_by_key = {_key(d): d for d in lib_lesions}
+    max_err = {"max3d_mm": 0.0, "ld_mm": 0.0, "centroid_index": 0.0}
+    matched = 0
+    for d in lb_les:
+        o = lib_by_key.get(_key(d))
+        if o is None:
+            problems.append(f"lesion {d['id']} (box {d['bbox_min']}..{d['bbox_max']}) has no library counterpart")
+            continue
+        matched += 1
+        if o["voxel_count"] != d["voxel_count"]:
+            problems.append(f"lesion {d['id']}: voxels liverburden {d['voxel_count']} vs library {o['voxel_count']}")
+        for q in ("max3d_mm", "ld_mm"):
+            err = abs(o[q] - d[q])
+            max_err[q] = max(max_err[q], err)
+            if err > TOL_MM:
+                problems.append(f"lesion {d['id']}: {q} liverburden {d[q]:.9f} vs library {o[q]:.9f} (diff {err:.3g})")
+        err = float(np.max(np.abs(np.subtract(o["centroid_index"], d["centroid_index"]))))
+        max_err["centroid_index"] = max(max_err["centroid_index"], err)
+        if err > 1e-6:
+            problems.append(f"lesion {d['id']}: centroid differs by {err:.3g} voxel")
+    info = {}
+    for name, (liver_count, lesions_o) in extra_routes.items():
+        by_key = {_key(d): d for d in lesions_o}
+        diffs = []
+        missing = 0
+        for d in lb_les:
+            o = by_key.get(_key(d))
+            if o is None or o["voxel_count"] != d["voxel_count"]:
+                missing += 1
+                continue
+            val = o.get("feret_mm", o.get("max3d_mesh_mm"))
+            diffs.append(val - d["max3d_mm"])
+        info[name] = {
+            "lesions": len(lesions_o),
+            "unmatched_or_different_voxels": missing,
+            "max3d_minus_liverburden_mm": {
+                "min": float(min(diffs)) if diffs else None,
+                "max": float(max(diffs)) if diffs else None,
+                "max_abs": float(max(abs(v) for v in diffs)) if diffs else None,
+            },
+        }
+    return {
+        "lesions_liverburden": len(lb_les),
+        "lesions_library": len(lib_lesions),
+        "matched": matched,
+        "max_abs_error": max_err,
+        "tolerance_mm": TOL_MM,
+        "agree": not problems,
+        "problems": problems,
+        "information": info,
+        "lesion_table": [
+            {**d, "library_ld_mm": lib_by_key.get(_key(d), {}).get("ld_mm"),
+             "library_max3d_mm": lib_by_key.get(_key(d), {}).get("max3d_mm")}
+            for d in lb_les
+        ],
+    }
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _trim() -> None:
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except Exception:
+        pass
+
+
+def memory_child(threads: int, small: bool, seed: int) -> dict:
+    """Runs in a fresh interpreter: peak RSS above baseline during measure_arrays."""
+    import resource
+
+    import liverburden
+
+    t = _phantom.tiny_phantom()
+    liverburden.measure_arrays(t.liver, t.lesions, t.spacing_mm, t.direction, threads=threads)
+    ph = _phantom.tiny_phantom() if small else _phantom.build_phantom(seed=seed)
+    out = {"threads": threads, "calls": []}
+    for call in range(2):
+        _trim()
+        rss0 = _proc_status_kb("VmRSS")
+        maxrss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        reset = _reset_hwm()
+        hwm0 = _proc_status_kb("VmHWM")
+        res = liverburden.measure_arrays(ph.liver, ph.lesions, ph.spacing_mm, ph.direction, threads=threads)
+        hwm1 = _proc_status_kb("VmHWM")
+        maxrss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss1 = _proc_status_kb("VmRSS")
+        out["calls"].append({
+            "call": "first on the big volume" if call == 0 else "second (steady state)",
+            "hwm_reset": reset,
+            "rss_before_mb": rss0 / 1024 if rss0 else None,
+            "peak_extra_mb": (hwm1 - rss0) / 1024 if reset and hwm1 and rss0 else None,
+            "hwm_before_after_reset_mb": hwm0 / 1024 if hwm0 else None,
+            "ru_maxrss_delta_mb": (maxrss1 - maxrss0) / 1024,
+            "retained_after_mb": (rss1 - rss0) / 1024 if rss1 and rss0 else None,
+        })
+        del res
+    return out
+
+
+def memory_report(liver, lesions, spacing, direction, small: bool, seed: int) -> dict:
+    import liverburden
+
+    out: dict = {}
+    for threads in (1, 2):
+        _trim()
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        res = liverburden.measure_arrays(liver, lesions, spacing, direction, threads=threads)
+        cur, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        del res
+        entry = {"tracemalloc_peak_mb": (peak - base) / 2**20, "tracemalloc_retained_mb": (cur - base) / 2**20}
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--_memory-child", str(threads), "--seed", str(seed)]
+        if small:
+            cmd.append("--small")
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=dict(os.environ))
+            if proc.returncode == 0:
+                entry["subprocess"] = json.loads(proc.stdout.strip().splitlines()[-1])
+            else:
+                entry["subprocess_error"] = proc.stderr[-2000:]
+        except Exception as exc:  # pragma: no cover
+            entry["subprocess_error"] = repr(exc)
+        out[f"threads_{threads}"] = entry
+    return out
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def profile_liverburden(liver, lesions, spacing, direction, runs: int) -> dict:
+    """Time measure_arrays' phases by calling the private kernels as
+    ``measure/_measure.py`` does (private API: may break when src changes)."""
+    from liverburden import kernels as K
+    from liverburden.config import resolve_config
+    from liverburden.measure import _measure as M
+
+    cfg = resolve_config(None)
+    out = {}
+    out["resolve_config"], _ = _timeit(lambda: resolve_config(None), runs)
+    llut = M._value_lut(cfg["labels"]["liver"], 256, ids=False)
+    elut = M._value_lut(cfg["labels"]["lesion"], 256, ids=True)
+    out["scan_runs_1thread"], scanned = _timeit(lambda: M._scan(liver, lesions, llut, elut, 1), runs)
+    out["scan_runs_2threads"], _ = _timeit(lambda: M._scan(liver, lesions, llut, elut, 2), runs)
+    zeros = np.zeros_like(liver)
+    out["scan_runs_all_zero_volume"], _ = _timeit(lambda: K._scan_runs(zeros, zeros, llut, elut, 0, zeros.shape[0]), runs)
+    del zeros
+    runs_t = scanned[0]
+    shape_zy = np.array(liver.shape[:2], dtype=np.int64)
+    out["connect_runs"], (comp, n_comp) = _timeit(lambda: K._connect_runs(runs_t, shape_zy, 26, False), runs)
+
+    def group():
+        order = np.argsort(comp, kind="stable").astype(np.int64)
+        starts = np.searchsorted(comp[order], np.arange(n_comp + 1)).astype(np.int64)
+        return order, starts
+
+    out["group_runs"], (order, starts) = _timeit(group, runs)
+    tol = math.cos(math.radians(float(cfg["diameters"]["sa_perpendicular_tolerance_deg"])))
+    tie = float(cfg["diameters"]["tie_tolerance_mm"])
+    sp = np.ascontiguousarray(np.asarray(spacing, dtype=np.float64))
+    out["lesion_geometry"], _ = _timeit(lambda: K._lesion_geometry(runs_t, order, starts, sp, tol, tie), runs)
+    out["measure_arrays_total"], _ = _timeit(
+        lambda: route_liverburden(liver, lesions, spacing, direction, 1), runs)
+    parts = ("resolve_config", "scan_runs_1thread", "connect_runs", "group_runs", "lesion_geometry")
+    rest = out["measure_arrays_total"]["median_ms"] - sum(out[p]["median_ms"] for p in parts)
+    out["rest_python_assembly_ms"] = rest
+    out["n_runs"] = int(runs_t.shape[0])
+    out["n_components"] = int(n_comp)
+    return out
+
+
+def what_if_scan(liver, lesions, runs: int) -> dict:
+    """A prototype scan (NOT liverburden code): the same outputs as
+    ``_scan_runs`` but each row is first tested as 64 uint64 words (which LLVM
+    vectorises) and only non-empty rows are visited voxel by voxel."""
+    from numba import njit
+
+    from liverburden import kernels as K
+    from liverburden.measure import _measure as M
+
+    @njit(nogil=True, cache=False)
+    def _grow(r, n):
+        o = np.empty((r.shape[0] * 2 + 64, r.shape[1]), dtype=r.dtype)
+        o[:n] = r[:n]
+        return o
+
+    @njit(nogil=True, cache=False)
+    def scan_words(liver, lesion, l64, e64, liver_lut, lesion_lut, z0, z1):
+        nz, ny, nx = liver.shape
+        nw = l64.shape[2]
+        runs = np.empty((1024, 6), dtype=np.int64)
+        n = 0
+        liver_count = 0
+        liver_seen = np.zeros(liver_lut.shape[0], dtype=np.uint8)
+        lesion_seen = np.zeros(lesion_lut.shape[0], dtype=np.uint8)
+        big = nz + ny + nx + 1
+        bbox = np.array([big, big, big, -1, -1, -1], dtype=np.int64)
+        for z in range(z0, z1):
+            for y in range(ny):
+                lw = l64[z, y]
+                ew = e64[z, y]
+                la = np.uint64(0)
+                ea = np.uint64(0)
+                for w in range(nw):
+                    la |= lw[w]
+                    ea |= ew[w]
+                if la == 0 and ea == 0:
+                    continue
+                lrow = liver[z, y]
+                erow = lesion[z, y]
+                if la != 0:
+                    w0 = 0
+                    while lw[w0] == 0:
+                        w0 += 1
+                    w1 = nw - 1
+                    while lw[w1] == 0:
+                        w1 -= 1
+                    xf = -1
+                    xl = -1
+                    cnt = 0
+                    for x in range(w0 * 8, w1 * 8 + 8):
+                        v = lrow[x]
+                        if v != 0:
+                            liver_seen[v] = 1
+                            if liver_lut[v]:
+                                cnt += 1
+                                if xf < 0:
+                                    xf = x
+                                xl = x
+                    if cnt:
+                        liver_count += cnt
+                        bbox[0] = min(bbox[0], z)
+                        bbox[3] = max(bbox[3], z)
+                        bbox[1] = min(bbox[1], y)
+                        bbox[4] = max(bbox[4], y)
+                        bbox[2] = min(bbox[2], xf)
+                        bbox[5] = max(bbox[5], xl)
+                if ea != 0:
+                    w0 = 0
+                    while ew[w0] == 0:
+                        w0 += 1
+                    w1 = nw - 1
+                    while ew[w1] == 0:
+                        w1 -= 1
+                    for x in range(w0 * 8, w1 * 8 + 8):
+                        raw = erow[x]
+                        if raw == 0:
+                            continue
+                        lesion_seen[raw] = 1
+                        v = lesion_lut[raw]
+                        if v == 0:
+                            continue
+                        inl = 1 if liver_lut[lrow[x]] else 0
+                        if (n > 0 and runs[n - 1, 0] == z and runs[n - 1, 1] == y
+                                and runs[n - 1, 3] == x - 1 and runs[n - 1, 4] == v):
+                            runs[n - 1, 3] = x
+                            runs[n - 1, 5] += inl
+                        else:
+                            if n == runs.shape[0]:
+                                runs = _grow(runs, n)
+                            runs[n, 0] = z
+                            runs[n, 1] = y
+                            runs[n, 2] = x
+                            runs[n, 3] = x
+                            runs[n, 4] = v
+                            runs[n, 5] = inl
+                            n += 1
+        return runs[:n].copy(), liver_count, liver_seen, lesion_seen, bbox
+
+    if liver.shape[2] % 8 or not (liver.flags.c_contiguous and lesions.flags.c_contiguous):
+        return {"skipped": "needs C-contiguous uint8 rows of a multiple of 8 voxels"}
+    nz, ny = liver.shape[:2]
+    l64 = liver.view(np.uint64).reshape(nz, ny, -1)
+    e64 = lesions.view(np.uint64).reshape(nz, ny, -1)
+    llut = M._value_lut("nonzero", 256, ids=False)
+    elut = M._value_lut("nonzero", 256, ids=True)
+    ref = K._scan_runs(liver, lesions, llut, elut, 0, nz)
+    got = scan_words(liver, lesions, l64, e64, llut, elut, 0, nz)
+    same = (np.array_equal(ref[0], got[0]) and ref[1] == got[1] and np.array_equal(ref[2], got[2])
+            and np.array_equal(ref[3], got[3]) and np.array_equal(ref[4], got[4]))
+    out = {"same_output_as_scan_runs": bool(same)}
+    out["prototype_1thread"], _ = _timeit(lambda: scan_words(liver, lesions, l64, e64, llut, elut, 0, nz), runs)
+    from concurrent.futures import ThreadPoolExecutor
+
+    b = np.linspace(0, nz, 3).astype(int)
+    with ThreadPoolExecutor(2) as ex:
+        out["prototype_2threads"], _ = _timeit(lambda: list(ex.map(
+            lambda i: scan_words(liver, lesions, l64, e64, llut, elut, int(b[i]), int(b[i + 1])), range(2))), runs)
+    try:
+        import jsonschema
+
+        from liverburden.config import _schema, resolve_config
+
+        cfg = resolve_config(None)
+        schema = _schema()
+        validator = jsonschema.validators.validator_for(schema)(schema)
+        out["config_validate_cached_validator"], _ = _timeit(lambda: validator.validate(cfg), runs)
+        out["config_jsonschema_validate"], _ = _timeit(lambda: jsonschema.validate(cfg, schema), runs)
+    except Exception as exc:  # private API moved
+        out["config_error"] = repr(exc)
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5, help="timed runs per route (median reported); default 5")
+    ap.add_argument("--seed", type=int, default=20240611, help="phantom seed")
+    ap.add_argument("--small", action="store_true", help="tiny phantom (smoke test)")
+    ap.add_argument("--skip-sitk", action="store_true")
+    ap.add_argument("--skip-pyradiomics", action="store_true")
+    ap.add_argument("--skip-allvox", action="store_true", help="skip the all-voxel library variant")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-profile", action="store_true", help="skip the phase profile of liverburden")
+    ap.add_argument("--what-if", action="store_true", help="also time a prototype scan kernel (not liverburden code)")
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                    help="wait up to S seconds for other processes to go idle before timing")
+    ap.add_argument("--out", default=str(HERE / "results" / "measure.json"))
+    ap.add_argument("--_memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args._memory_child is not None:
+        print(json.dumps(memory_child(args._memory_child, args.small, args.seed)))
+        return 0
+
+    import liverburden
+
+    t0 = time.perf_counter()
+    # numba: compile (or load from cache) on a tiny volume, out of every timing
+    tiny = _phantom.tiny_phantom()
+    for th in (1, 2):
+        liverburden.measure_arrays(tiny.liver, tiny.lesions, tiny.spacing_mm, tiny.direction, threads=th)
+    warm_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ph = _phantom.tiny_phantom() if args.small else _phantom.build_phantom(seed=args.seed)
+    build_s = time.perf_counter() - t0
+    liver, lesions, sp, direction = ph.liver, ph.lesions, ph.spacing_mm, ph.direction
+    voxel_ml = float(np.prod(sp)) / 1000.0
+    print(f"phantom: {ph.summary()} (built in {build_s:.1f} s; numba warm-up {warm_s:.1f} s)")
+    load_before = wait_idle(args.wait_idle) if args.wait_idle > 0 else other_cpu_load()
+    print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}; runs per route: {args.runs} (median)")
+    print(f"machine load before timing: {load_before}")
+    if load_before.get("other_processes_cpu_pct", 0.0) >= 20.0:
+        print("  WARNING: other processes are using the CPU; the figures below are disturbed "
+              "(use --wait-idle 600)")
+    print()
+
+    times: dict[str, dict] = {}
+    results: dict[str, object] = {}
+    skipped: dict[str, str] = {}
+
+    def run(name, fn):
+        print(f"  timing {name} ...", flush=True)
+        times[name], results[name] = _timeit(fn, args.runs)
+
+    run("floor", lambda: route_floor(liver, lesions))
+    run("library", lambda: route_library(liver, lesions, sp))
+    if not args.skip_allvox:
+        run("library-allvox", lambda: route_library(liver, lesions, sp, all_voxels=True))
+    try:
+        import SimpleITK  # noqa: F401
+
+        if args.skip_sitk:
+            raise ImportError("--skip-sitk")
+        run("sitk-1thread", lambda: route_sitk(liver, lesions, sp, 1))
+        run("sitk-2threads", lambda: route_sitk(liver, lesions, sp, 2))
+        SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(os.cpu_count() or 1)
+    except ImportError as exc:
+        skipped["sitk"] = f"skipped: {exc}"
+    try:
+        if args.skip_pyradiomics:
+            raise ImportError("--skip-pyradiomics")
+        import radiomics  # noqa: F401
+
+        run("pyradiomics", lambda: route_pyradiomics(liver, lesions, sp))
+    except ImportError as exc:
+        skipped["pyradiomics"] = "skipped: pyradiomics not installed" if "radiomics" in str(exc) else f"skipped: {exc}"
+        print(skipped["pyradiomics"])
+    run("liverburden-1thread", lambda: route_liverburden(liver, lesions, sp, direction, 1))
+    run("liverburden-2threads", lambda: route_liverburden(liver, lesions, sp, direction, 2))
+
+    load_after = other_cpu_load()
+    print(f"machine load after timing: {load_after}")
+
+    # agreement ------------------------------------------------------------------
+    lib_liver, lib_lesions = results["library"]
+    extra = {k: results[k] for k in ("sitk-1thread", "pyradiomics") if k in results}
+    agreement = compare(results["liverburden-1thread"], lib_liver, lib_lesions, voxel_ml=voxel_ml, extra_routes=extra)
+    if "library-allvox" in results:
+        a2 = compare(results["liverburden-1thread"], *results["library-allvox"], voxel_ml=voxel_ml, extra_routes={})
+        agreement["library_allvox_agree"] = a2["agree"]
+        agreement["problems"] += [f"[allvox] {p}" for p in a2["problems"]]
+        agreement["agree"] = agreement["agree"] and a2["agree"]
+    lb2 = results["liverburden-2threads"]
+    same_2 = [les.to_dict() for les in lb2.lesions] == [les.to_dict() for les in results["liverburden-1thread"].lesions]
+    agreement["threads_2_identical_to_1"] = bool(same_2)
+    if not same_2:
+        agreement["problems"].append("liverburden threads=2 result differs from threads=1")
+        agreement["agree"] = False
+
+    # table --------------------------------------------------------------------
+    ref = times["liverburden-1thread"]["median_ms"]
+    lib_fast = min(times[k]["median_ms"] for k in ("library", "library-allvox") if k in times)
+    labels = {
+        "floor": "floor: np.count_nonzero x2 (one read)",
+        "library": "library: numpy bbox + cc3d + scipy hulls (row extremes)",
+        "library-allvox": "library: same, all voxel centres to Qhull",
+        "sitk-1thread": "SimpleITK CC + LabelShapeStatistics+Feret, 1 thr",
+        "sitk-2threads": "SimpleITK CC + LabelShapeStatistics+Feret, 2 thr",
+        "pyradiomics": "pyradiomics shape Maximum3DDiameter per lesion",
+        "liverburden-1thread": "liverburden.measure_arrays threads=1",
+        "liverburden-2threads": "liverburden.measure_arrays threads=2",
+    }
+    print()
+    print(f"{'route':58s} {'median ms':>10s} {'min ms':>9s} {'x lb-1thr':>10s}")
+    print("-" * 90)
+    for k, lab in labels.items():
+        if k not in times:
+            continue
+        t = times[k]
+        print(f"{lab:58s} {t['median_ms']:10.1f} {t['min_ms']:9.1f} {t['median_ms'] / ref:10.2f}")
+    for k, v in skipped.items():
+        print(f"{k:58s} {v}")
+    print("-" * 90)
+    lb1 = ref
+    lb2t = times["liverburden-2threads"]["median_ms"]
+    ratios = {
+        "fastest_library_over_liverburden_1thread": lib_fast / lb1,
+        "fastest_library_over_liverburden_2threads": lib_fast / lb2t,
+        "liverburden_1thread_over_floor": lb1 / times["floor"]["median_ms"],
+        "liverburden_2threads_over_floor": lb2t / times["floor"]["median_ms"],
+        "sitk_1thread_over_liverburden_1thread": times["sitk-1thread"]["median_ms"] / lb1 if "sitk-1thread" in times else None,
+        "pyradiomics_over_liverburden_1thread": times["pyradiomics"]["median_ms"] / lb1 if "pyradiomics" in times else None,
+        "speedup_2threads": lb1 / lb2t,
+    }
+    print(f"fastest library route / liverburden 1 thread : {ratios['fastest_library_over_liverburden_1thread']:.2f}x "
+          f"(target >= 5x, i.e. liverburden <= {lib_fast / 5:.0f} ms; issue target ~{TARGET_MS:.0f} ms)")
+    print(f"fastest library route / liverburden 2 threads: {ratios['fastest_library_over_liverburden_2threads']:.2f}x")
+    print(f"liverburden 1 thread / floor                 : {ratios['liverburden_1thread_over_floor']:.1f}x (target <= 10x)")
+    print(f"liverburden 2 threads / floor                : {ratios['liverburden_2threads_over_floor']:.1f}x")
+    meets = lb1 <= TARGET_MS and ratios["fastest_library_over_liverburden_1thread"] >= 5.0
+    print(f"target met (1 thread <= {TARGET_MS:.0f} ms and >= 5x the library route): {'YES' if meets else 'NO'}")
+
+    print()
+    if agreement["agree"]:
+        print(f"agreement: OK - {agreement['matched']} lesions, voxel counts, boxes, centroids, LD and max3d equal "
+              f"(max |diff| LD {agreement['max_abs_error']['ld_mm']:.2e} mm, "
+              f"max3d {agreement['max_abs_error']['max3d_mm']:.2e} mm); threads=2 identical")
+    else:
+        bar = "!" * 90
+        print(bar)
+        print("DISAGREEMENT between the library route and liverburden:")
+        for p in agreement["problems"]:
+            print("  " + p)
+        print(bar)
+    for name, inf in agreement["information"].items():
+        mm = inf["max3d_minus_liverburden_mm"]
+        if mm["max_abs"] is None:
+            print(f"  {name}: no lesion matched")
+            continue
+        print(f"  {name}: {inf['lesions']} lesions; max3d - liverburden in [{mm['min']:+.3f}, {mm['max']:+.3f}] mm "
+              f"({'voxel-centre Feret' if 'sitk' in name else 'mesh vertices, not voxel centres'})")
+
+    memory = None
+    if not args.no_memory:
+        print("\nmemory of measure_arrays (extra over the input arrays) ...", flush=True)
+        memory = memory_report(liver, lesions, sp, direction, args.small, args.seed)
+        for k, m in memory.items():
+            line = f"  {k}: tracemalloc peak {m['tracemalloc_peak_mb']:.2f} MB"
+            sub = m.get("subprocess")
+            if sub:
+                for c in sub["calls"]:
+                    pk = c["peak_extra_mb"]
+                    line += (f"; {c['call']}: peak RSS +{pk:.1f} MB" if pk is not None else f"; {c['call']}: peak n/a")
+                    line += f" (ru_maxrss +{c['ru_maxrss_delta_mb']:.1f} MB)"
+            else:
+                line += f"; subprocess failed: {m.get('subprocess_error', '')[-300:]}"
+            print(line)
+
+    profile = None
+    if not args.no_profile and (lb1 > TARGET_MS or args.what_if):
+        print("\nliverburden phases (private kernels called as measure/_measure.py does) ...", flush=True)
+        try:
+            profile = profile_liverburden(liver, lesions, sp, direction, args.runs)
+            for k, v in profile.items():
+                if isinstance(v, dict):
+                    print(f"  {k:28s} {v['median_ms']:8.2f} ms")
+            print(f"  {'rest (Python assembly)':28s} {profile['rest_python_assembly_ms']:8.2f} ms"
+                  f"   [{profile['n_runs']} runs, {profile['n_components']} components]")
+        except Exception as exc:
+            profile = {"error": repr(exc)}
+            print(f"  profile failed (private API changed?): {exc!r}")
+    what_if = None
+    if args.what_if:
+        print("\nwhat-if: prototype scan with a uint64 row pre-check (not liverburden code) ...", flush=True)
+        try:
+            what_if = what_if_scan(liver, lesions, args.runs)
+            for k, v in what_if.items():
+                print(f"  {k:34s} {v['median_ms']:.2f} ms" if isinstance(v, dict) else f"  {k:34s} {v}")
+        except Exception as exc:
+            what_if = {"error": repr(exc)}
+            print(f"  what-if failed: {exc!r}")
+
+    doc = {
+        "benchmark": "bench_measure",
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "platform": platform.platform(),
+                    "load_before": load_before, "load_after": load_after},
+        "versions": _versions(),
+        "phantom": {
+            "summary": ph.summary(), "shape": list(liver.shape), "spacing_mm": list(sp),
+            "liver_ml": ph.liver_ml, "lesions_drawn": len(ph.drawn), "touching_pairs": ph.touching_pairs,
+            "seed": ph.seed, "small": bool(args.small),
+        },
+        "runs_per_route": args.runs,
+        "times": times,
+        "skipped": skipped,
+        "ratios": ratios,
+        "target": {"liverburden_1thread_ms": TARGET_MS, "min_ratio_vs_library": 5.0, "max_ratio_vs_floor": 10.0,
+                   "max_extra_memory_mb": 50.0, "met": bool(meets)},
+        "agreement": agreement,
+        "memory": memory,
+        "profile": profile,
+        "what_if": what_if,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2, default=float) + "\n")
+    print(f"\nwrote {out}")
+    return 0 if agreement["agree"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
