@@ -31,8 +31,8 @@ def as_label_array(arr: np.ndarray, what: str) -> np.ndarray:
             raise MaskError(f"{what}: mask has NaN or infinite values")
         if np.any(a != np.round(a)):
             raise MaskError(f"{what}: mask has non-integer values (a probability map?); threshold it first")
-    lo = a.min()
-    hi = a.max()
+    lo = float(a.min())
+    hi = float(a.max())
     if lo < 0:
         raise MaskError(f"{what}: mask has negative label {int(lo)}")
     if hi > MAX_LABEL:
