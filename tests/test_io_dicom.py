@@ -245,12 +245,6 @@ def test_multiframe_geometry_agrees_with_simpleitk_physically(ect_study):
         assert vol.array[idx] == ref[ii[2], ii[1], ii[0]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: read_multiframe keeps highdicom's slice axis (+z here) instead of the convention "
-    "'slices ordered by increasing position along the normal IOP[:3] x IOP[3:]' (-z for eCT_Supplemental), "
-    "so the same frames as single-frame files would be in the opposite slice order",
-)
 def test_multiframe_slice_axis_follows_the_iop_normal(ect_study):
     st, (iop, ps, ipp, hu, order, normal) = ect_study
     np.testing.assert_allclose(st.image.direction[:, 0], normal, atol=1e-9)
@@ -393,11 +387,6 @@ def test_series_selected_explicitly(triphasic, tmp_path, how):
     assert np.array_equal(st.image.array, ven.hu)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: --series NUMBER also matches as a description substring ('*3*'), so --series 3 "
-    "is ambiguous whenever another series' description contains the digit (e.g. 'PV 3.0 B30f')",
-)
 def test_series_number_is_not_confused_with_a_digit_in_a_description(triphasic, tmp_path):
     root, s = triphasic
     lp, ep = box_masks(s["art"], tmp_path)

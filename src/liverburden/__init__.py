@@ -4,6 +4,8 @@ Public API (everything else is private and may change)::
 
     measure_arrays(liver, lesions, spacing_mm, direction=None, origin_mm=None,
                    segments=None, config=None) -> MeasureResult
+    margins_arrays(tumor, zone, spacing_mm, direction=None, origin_mm=None,
+                   liver=None, config=None) -> MarginResult
 """
 
 from ._exceptions import (
@@ -19,9 +21,11 @@ from ._exceptions import (
 from ._version import __version__
 from .config import default_config, load_config
 from .geometry import Volume
+from .margin import Classification, MarginResult, TumorMargin, margins_arrays
 from .measure import Lesion, LiverBurden, MeasureResult, measure_arrays, measure_volumes
 
 __all__ = [
+    "Classification",
     "ConfigError",
     "ExportError",
     "GeometryError",
@@ -29,14 +33,17 @@ __all__ = [
     "Lesion",
     "LiverBurden",
     "LiverburdenError",
+    "MarginResult",
     "MaskError",
     "MeasureResult",
     "RegistrationError",
     "SeriesSelectionError",
+    "TumorMargin",
     "Volume",
     "__version__",
     "default_config",
     "load_config",
+    "margins_arrays",
     "measure_arrays",
     "measure_volumes",
 ]

@@ -34,6 +34,23 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _named(fn, files: Mapping[str, Any]):
+    """Call ``fn``; a MaskError about "liver mask" etc. gets that file's path in front."""
+    from ._exceptions import MaskError
+
+    def call(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except MaskError as exc:
+            msg = str(exc)
+            for what, path in files.items():
+                if path is not None and msg.startswith(what):
+                    raise MaskError(f"{path}: {msg}") from None
+            raise
+
+    return call
+
+
 @dataclass(frozen=True)
 class StudyRun:
     result: MeasureResult
@@ -82,7 +99,8 @@ def measure_study(
         body["weight_kg"], wsrc = float(weight_kg), "cli"
     elif h.patient_weight_kg is not None:
         body["weight_kg"], wsrc = h.patient_weight_kg, "dicom"
-    res = measure_volumes(
+    res = _named(measure_volumes, {"liver mask": liver, "lesion mask": lesions, "segment map": segments,
+                                   "remnant mask": remnant_mask})(
         study.liver,
         study.lesions,
         study.segments,

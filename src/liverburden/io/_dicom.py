@@ -144,6 +144,12 @@ def scan_dicom(path: str | Path) -> list[SeriesInfo]:
                 raise InputError(f"{f}: corrupt DICOM file ({type(exc).__name__})") from None
             skipped += 1
             continue
+        media = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+        if ("SOPClassUID" not in ds or "SeriesInstanceUID" not in ds) and _is_probably_dicom(f) \
+                and media != "1.2.840.10008.1.3.10":  # not a DICOMDIR
+            # pydicom returns a partial dataset from a truncated file without raising; every
+            # composite object carries these two elements (they may be empty, never absent)
+            raise InputError(f"{f}: corrupt DICOM file (truncated or incomplete: required elements missing)")
         uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
         if not uid:
             if not hasattr(ds, "Rows"):
@@ -304,8 +310,10 @@ def series_geometry(
             raise GeometryError(msg + "; set geometry.allow_uneven_slices = true to measure anyway")
         spacing_z = float((proj[-1] - proj[0]) / (len(proj) - 1))
         warnings.append(
-            msg + f"; measured anyway on a regular grid of {spacing_z:.3f} mm (config allows it): distances "
-            f"along the slice axis are off by up to {dev.max():.3f} mm"
+            msg + f"; measured anyway on a regular grid of {spacing_z:.3f} mm (first to last slice over the "
+            f"slice count; config allows it): volumes and distances along the slice axis are approximate "
+            f"(a slice position is off by up to {dev.max():.3f} mm, voxel volume by "
+            f"{100 * abs(spacing_z - med) / med:.1f} %)"
         )
     else:
         spacing_z = float((proj[-1] - proj[0]) / (len(proj) - 1))
@@ -375,6 +383,15 @@ def read_multiframe(path: Path) -> tuple[Volume, pydicom.Dataset]:
     arr = np.asarray(hv.array)
     if arr.ndim == 4:
         arr = arr[..., 0]
+    # conventions.md: slices in increasing position along the normal (row dir x col dir)
+    normal = np.cross(direction[:, 2], direction[:, 1])
+    origin = aff[:3, 3]
+    if float(direction[:, 0] @ normal) < 0:
+        origin = origin + direction[:, 0] * spacing[0] * (arr.shape[0] - 1)
+        direction = direction.copy()
+        direction[:, 0] = -direction[:, 0]
+        arr = arr[::-1]
     ds = pydicom.dcmread(path, stop_before_pixels=True)
-    vol = Volume(arr, tuple(spacing), tuple(aff[:3, 3]), direction, getattr(ds, "FrameOfReferenceUID", None), source=str(path))
+    vol = Volume(np.ascontiguousarray(arr), tuple(spacing), tuple(origin), direction,
+                 getattr(ds, "FrameOfReferenceUID", None), source=str(path))
     return vol, ds

@@ -65,13 +65,23 @@ def read_volume_file(path: str | Path, what: str) -> Volume:
 
 def _check_nifti_header(p: Path, what: str) -> None:
     """ITK replaces a NaN or zero pixdim by 1 mm without a word: check it first."""
-    import nibabel as nib
+    import gzip
 
     try:
-        hdr = nib.load(str(p)).header
-    except Exception as exc:
+        opener = gzip.open if p.name.lower().endswith(".gz") else open
+        with opener(p, "rb") as fh:
+            raw = fh.read(540)
+    except (OSError, EOFError) as exc:
         raise InputError(f"{p}: cannot read {what} ({type(exc).__name__}: {str(exc)[:160]})") from None
-    zooms = np.asarray(hdr["pixdim"][1:4], dtype=np.float64)
+    # nibabel would repair a zero pixdim to 1 before we see it: read the raw field
+    zooms = None
+    for order in ("<", ">"):
+        if len(raw) >= 348 and np.frombuffer(raw[:4], dtype=order + "i4")[0] == 348:
+            zooms = np.frombuffer(raw[76:108], dtype=order + "f4")[1:4].astype(np.float64)
+        elif len(raw) >= 540 and np.frombuffer(raw[:4], dtype=order + "i4")[0] == 540:
+            zooms = np.frombuffer(raw[104:168], dtype=order + "f8")[1:4].astype(np.float64)
+    if zooms is None:
+        raise InputError(f"{p}: {what} is not a NIfTI file (bad header size)")
     if not np.all(np.isfinite(zooms)):
         raise InputError(f"{p}: {what} has a NaN or infinite voxel spacing (pixdim {zooms.tolist()})")
     if np.any(zooms == 0):

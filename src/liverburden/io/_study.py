@@ -77,8 +77,8 @@ def hash_files(paths: list[Path]) -> str:
 def _matches_series(info: SeriesInfo, selector: str) -> bool:
     if selector == info.uid:
         return True
-    if selector.isdigit() and info.number is not None and int(selector) == info.number:
-        return True
+    if selector.isdigit():  # all digits: a SeriesNumber, never a description
+        return info.number is not None and int(selector) == info.number
     pat = selector if any(c in selector for c in "*?[") else f"*{selector}*"
     return fnmatch.fnmatch(info.description.lower(), pat.lower())
 
