@@ -228,15 +228,23 @@ def _row_extremes(z, y, x):
     return keep
 
 
-def route_library(liver, lesions, spacing, all_voxels: bool = False):
-    """numpy bbox + cc3d + scipy hulls. Returns (liver_count, list of lesion dicts)."""
+def route_library(liver, lesions, spacing, all_voxels: bool = False, crop: bool = True):
+    """numpy bbox + cc3d + scipy hulls. Returns (liver_count, list of lesion dicts).
+
+    ``all_voxels``: every voxel centre goes to Qhull (else each row's first and
+    last voxel, which have the same hull). ``crop=False``: cc3d on the whole
+    volume (no numpy bounding box first).
+    """
     import cc3d
 
     sp = np.asarray(spacing, dtype=np.float64)
     liver_count = int(np.count_nonzero(liver))
-    box = lesion_bbox(lesions)
-    if box is None:
-        return liver_count, []
+    if crop:
+        box = lesion_bbox(lesions)
+        if box is None:
+            return liver_count, []
+    else:
+        box = tuple(slice(0, n) for n in lesions.shape)
     off = np.array([s.start for s in box])
     crop = lesions[box]
     labels, n = cc3d.connected_components(crop, connectivity=26, return_N=True)
@@ -482,7 +490,7 @@ def memory_child(threads: int, small: bool, seed: int) -> dict:
         maxrss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         rss1 = _proc_status_kb("VmRSS")
         out["calls"].append({
-            "call": "first on the big volume" if call == 0 else "second (steady state)",
+            "call": "first call" if call == 0 else "second (steady state)",
             "hwm_reset": reset,
             "rss_before_mb": rss0 / 1024 if rss0 else None,
             "peak_extra_mb": (hwm1 - rss0) / 1024 if reset and hwm1 and rss0 else None,
@@ -749,23 +757,20 @@ def main(argv=None) -> int:
     times: dict[str, dict] = {}
     results: dict[str, object] = {}
     skipped: dict[str, str] = {}
-
-    def run(name, fn):
-        print(f"  timing {name} ...", flush=True)
-        times[name], results[name] = _timeit(fn, args.runs)
-
-    run("floor", lambda: route_floor(liver, lesions))
-    run("library", lambda: route_library(liver, lesions, sp))
+    routes: list[tuple[str, object]] = [
+        ("floor", lambda: route_floor(liver, lesions)),
+        ("library", lambda: route_library(liver, lesions, sp)),
+    ]
     if not args.skip_allvox:
-        run("library-allvox", lambda: route_library(liver, lesions, sp, all_voxels=True))
+        routes.append(("library-allvox", lambda: route_library(liver, lesions, sp, all_voxels=True)))
+        routes.append(("library-plain", lambda: route_library(liver, lesions, sp, all_voxels=True, crop=False)))
     try:
-        import SimpleITK  # noqa: F401
-
         if args.skip_sitk:
             raise ImportError("--skip-sitk")
-        run("sitk-1thread", lambda: route_sitk(liver, lesions, sp, 1))
-        run("sitk-2threads", lambda: route_sitk(liver, lesions, sp, 2))
-        SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(os.cpu_count() or 1)
+        import SimpleITK  # noqa: F401
+
+        routes.append(("sitk-1thread", lambda: route_sitk(liver, lesions, sp, 1)))
+        routes.append(("sitk-2threads", lambda: route_sitk(liver, lesions, sp, 2)))
     except ImportError as exc:
         skipped["sitk"] = f"skipped: {exc}"
     try:
@@ -773,12 +778,36 @@ def main(argv=None) -> int:
             raise ImportError("--skip-pyradiomics")
         import radiomics  # noqa: F401
 
-        run("pyradiomics", lambda: route_pyradiomics(liver, lesions, sp))
+        routes.append(("pyradiomics", lambda: route_pyradiomics(liver, lesions, sp)))
     except ImportError as exc:
         skipped["pyradiomics"] = "skipped: pyradiomics not installed" if "radiomics" in str(exc) else f"skipped: {exc}"
         print(skipped["pyradiomics"])
-    run("liverburden-1thread", lambda: route_liverburden(liver, lesions, sp, direction, 1))
-    run("liverburden-2threads", lambda: route_liverburden(liver, lesions, sp, direction, 2))
+    routes.append(("liverburden-1thread", lambda: route_liverburden(liver, lesions, sp, direction, 1)))
+    routes.append(("liverburden-2threads", lambda: route_liverburden(liver, lesions, sp, direction, 2)))
+
+    # round robin: every round times each route once, so that a busy neighbour
+    # disturbs all routes alike; one untimed warm-up round first
+    print(f"  warm-up round + {args.runs} timed rounds over {len(routes)} routes ...", flush=True)
+    samples: dict[str, list[float]] = {name: [] for name, _ in routes}
+    for rnd in range(args.runs + 1):
+        for name, fn in routes:
+            gc.collect()
+            t0 = time.perf_counter()
+            res = fn()
+            dt = (time.perf_counter() - t0) * 1e3
+            if rnd == 0:
+                results[name] = res
+            else:
+                samples[name].append(dt)
+            del res
+    for name, ms in samples.items():
+        times[name] = {"median_ms": statistics.median(ms), "min_ms": min(ms), "runs_ms": ms}
+    try:
+        import SimpleITK
+
+        SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(os.cpu_count() or 1)
+    except ImportError:
+        pass
 
     load_after = other_cpu_load()
     print(f"machine load after timing: {load_after}")
@@ -787,11 +816,12 @@ def main(argv=None) -> int:
     lib_liver, lib_lesions = results["library"]
     extra = {k: results[k] for k in ("sitk-1thread", "pyradiomics") if k in results}
     agreement = compare(results["liverburden-1thread"], lib_liver, lib_lesions, voxel_ml=voxel_ml, extra_routes=extra)
-    if "library-allvox" in results:
-        a2 = compare(results["liverburden-1thread"], *results["library-allvox"], voxel_ml=voxel_ml, extra_routes={})
-        agreement["library_allvox_agree"] = a2["agree"]
-        agreement["problems"] += [f"[allvox] {p}" for p in a2["problems"]]
-        agreement["agree"] = agreement["agree"] and a2["agree"]
+    for variant in ("library-allvox", "library-plain"):
+        if variant in results:
+            a2 = compare(results["liverburden-1thread"], *results[variant], voxel_ml=voxel_ml, extra_routes={})
+            agreement[f"{variant}_agree"] = a2["agree"]
+            agreement["problems"] += [f"[{variant}] {p}" for p in a2["problems"]]
+            agreement["agree"] = agreement["agree"] and a2["agree"]
     lb2 = results["liverburden-2threads"]
     same_2 = [les.to_dict() for les in lb2.lesions] == [les.to_dict() for les in results["liverburden-1thread"].lesions]
     agreement["threads_2_identical_to_1"] = bool(same_2)
@@ -801,11 +831,12 @@ def main(argv=None) -> int:
 
     # table --------------------------------------------------------------------
     ref = times["liverburden-1thread"]["median_ms"]
-    lib_fast = min(times[k]["median_ms"] for k in ("library", "library-allvox") if k in times)
+    lib_fast = min(times[k]["median_ms"] for k in ("library", "library-allvox", "library-plain") if k in times)
     labels = {
         "floor": "floor: np.count_nonzero x2 (one read)",
         "library": "library: numpy bbox + cc3d + scipy hulls (row extremes)",
         "library-allvox": "library: same, all voxel centres to Qhull",
+        "library-plain": "library: cc3d on the whole volume, all voxels to Qhull",
         "sitk-1thread": "SimpleITK CC + LabelShapeStatistics+Feret, 1 thr",
         "sitk-2threads": "SimpleITK CC + LabelShapeStatistics+Feret, 2 thr",
         "pyradiomics": "pyradiomics shape Maximum3DDiameter per lesion",
@@ -883,9 +914,10 @@ def main(argv=None) -> int:
         print("\nliverburden phases (private kernels called as measure/_measure.py does) ...", flush=True)
         try:
             profile = profile_liverburden(liver, lesions, sp, direction, args.runs)
+            print(f"  {'phase':28s} {'median':>8s} {'min':>8s}")
             for k, v in profile.items():
                 if isinstance(v, dict):
-                    print(f"  {k:28s} {v['median_ms']:8.2f} ms")
+                    print(f"  {k:28s} {v['median_ms']:8.2f} {v['min_ms']:8.2f} ms")
             print(f"  {'rest (Python assembly)':28s} {profile['rest_python_assembly_ms']:8.2f} ms"
                   f"   [{profile['n_runs']} runs, {profile['n_components']} components]")
         except Exception as exc:
@@ -897,7 +929,14 @@ def main(argv=None) -> int:
         try:
             what_if = what_if_scan(liver, lesions, args.runs)
             for k, v in what_if.items():
-                print(f"  {k:34s} {v['median_ms']:.2f} ms" if isinstance(v, dict) else f"  {k:34s} {v}")
+                print(f"  {k:34s} {v['median_ms']:8.2f} ms (min {v['min_ms']:.2f})" if isinstance(v, dict)
+                      else f"  {k:34s} {v}")
+            if isinstance(profile, dict) and "measure_arrays_total" in profile and "prototype_1thread" in what_if:
+                est = (profile["measure_arrays_total"]["min_ms"] - profile["scan_runs_1thread"]["min_ms"]
+                       + what_if["prototype_1thread"]["min_ms"] - profile["resolve_config"]["min_ms"]
+                       + what_if.get("config_validate_cached_validator", {"min_ms": 0.0})["min_ms"])
+                what_if["estimated_measure_arrays_1thread_ms"] = est
+                print(f"  estimated measure_arrays, 1 thread, with both changes (from minima): {est:.1f} ms")
         except Exception as exc:
             what_if = {"error": repr(exc)}
             print(f"  what-if failed: {exc!r}")

@@ -531,12 +531,6 @@ def test_height_weight_out_of_range(height, weight, match):
         run(resect="right-hepatectomy", height_cm=height, weight_kg=weight)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: height/weight are range-checked only when BOTH are known (inside _flr's BSA branch); "
-    "measure_arrays(..., resect='right-hepatectomy', height_cm=1720) reports flr.height_cm = 1720 "
-    "without an error",
-)
 @pytest.mark.parametrize("kw", [{"height_cm": 1720.0}, {"weight_kg": 800.0}])
 def test_height_or_weight_alone_out_of_range_is_an_error(kw):
     with pytest.raises(InputError, match="physiological range"):
@@ -634,12 +628,6 @@ def test_iva_ivb_plans(plan, resected, remnant, rem_vox, rem_tum):
     assert f["flr_pct"] == pytest.approx(100.0 * (rem_vox - rem_tum) / FUNCTIONAL, rel=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug (cosmetic): remnant_segments follow the map's value order (value 9 = '4b' last), "
-    "resected_segments the segment order: resect '4a,5,8' on a map with extra {'9': '4b'} gives "
-    "remnant_segments ['1', '2', '3', '6', '7', '4b'] (and the reason text lists them so)",
-)
 def test_remnant_segments_are_listed_in_segment_order():
     f = run(seg=split4_map(), config=SPLIT_CFG, resect="4a,5,8").flr
     assert f["remnant_segments"] == ["1", "2", "3", "4b", "6", "7"]
@@ -660,23 +648,12 @@ def test_value_4_is_4b_when_the_extra_value_is_4a():
     assert segs["4a"]["volume_ml"] == pytest.approx(N4B * VML, rel=1e-12)  # value 9 = lower part
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: _measure._segment_names and _anatomy.segment_names disagree when extra names '4a': "
-    "measure_arrays(..., segments=map with values 4 and 9, config={'segments': {'extra': {'9': '4a'}}}) "
-    "gives lesions[].segment_voxels key '4' (and segment '4') while anatomy calls value 4 '4b'",
-)
 def test_lesion_segment_names_agree_with_anatomy_when_extra_is_4a():
     r = run(seg=split4_map(), config={"segments": {"extra": {"9": "4a"}}})
     les = {x.id: x for x in r.lesions}
     assert les[2].segment_voxels == {"8": 72, "4b": 54}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: a lesion split equally between 8 and 4a gets segment '8' in lesions[] "
-    "(tie broken by (len, key)) but '4a' in anatomy.lesion_segments (tie broken by SEGMENT_KEYS order)",
-)
 def test_lesion_majority_segment_tie_is_the_same_in_lesions_and_anatomy():
     les = lesion_map({1: (slice(8, 11), slice(20, 26), slice(21, 29))})  # 72 voxels in 8, 72 in 4a
     r = run(seg=split4_map(), lesions=les, config=SPLIT_CFG)
@@ -805,13 +782,6 @@ def test_fully_covered_box_liver_has_no_unassigned_volume():
     assert not any("does not cover" in w for w in r.warnings), r.warnings
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: _anatomy counts np.where(tlv, seg, 0) == 0 as 'unassigned', i.e. every NON-liver "
-    "voxel of the crop too. Reproducer: a fully labelled box liver plus one extrahepatic lesion beside it "
-    "(or any non-box liver) -> anatomy.unassigned.volume_ml > 0 and the warning 'segment map does not "
-    "cover the liver' (the sample study reports 1008.40 mL = 144 % of its liver unassigned)",
-)
 @pytest.mark.parametrize("case", ["extrahepatic_lesion_widens_the_crop", "non_box_liver"])
 def test_no_unassigned_volume_when_every_liver_voxel_is_labelled(case):
     if case == "extrahepatic_lesion_widens_the_crop":
@@ -862,11 +832,6 @@ def test_segment_labels_outside_the_convention(value, config):
         run(seg=seg, config=config)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: the segment-map label check only sees the crop around the liver and lesions; "
-    "a value 9 elsewhere in the map (segment_map() with seg[12, 40, 51] = 9, liver box cols 1..44) is accepted",
-)
 def test_segment_labels_outside_the_convention_anywhere_in_the_map():
     seg = segment_map()
     seg[12, 40, 51] = 9  # far from the liver's bounding box
@@ -1153,12 +1118,6 @@ def test_sample_cli_height_overrides_dicom(tmp_path):
     assert f["bsa_m2"] == pytest.approx(math.sqrt(180 * 90 / 3600), rel=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug (see test_no_unassigned_volume_when_every_liver_voxel_is_labelled): the sample's "
-    "segment map labels every liver voxel, yet anatomy.unassigned.volume_ml = 1008.40 mL and "
-    "'segment map does not cover the liver' is warned",
-)
 def test_sample_segment_map_covers_the_liver(sample_doc):
     assert sample_doc["anatomy"]["unassigned"]["volume_ml"] == 0.0
     assert not any("does not cover" in w for w in sample_doc["warnings"])

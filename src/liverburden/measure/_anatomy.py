@@ -153,6 +153,7 @@ def anatomy_and_flr(
     body: Body | None = None,
     liver_condition: str | None = None,
     remnant_outside_crop: int = 0,
+    seen_values: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, list[str]]:
     """Per-segment and per-lobe burden, ENETS pattern, and the FLR of a plan.
 
@@ -174,7 +175,7 @@ def anatomy_and_flr(
     ld_of = {les.id: les.ld_mm for les in lesions}
 
     seg = np.asarray(segments)
-    seen = np.unique(seg)
+    seen = np.flatnonzero(np.bincount(np.ravel(seg), minlength=1)) if seen_values is None else seen_values
     bad = [int(v) for v in seen if v != 0 and int(v) not in names]
     if bad:
         raise MaskError(
@@ -193,7 +194,7 @@ def anatomy_and_flr(
     vox = np.bincount(seg_tlv.ravel(), minlength=n_values)
     tum = np.bincount(seg_tlv[tumor], minlength=n_values)
     outside = int(np.count_nonzero(seg)) - int(np.count_nonzero(seg_tlv))
-    present = [names[v] for v in range(1, n_values) if vox[v] > 0 and v in names]
+    present = sorted({names[v] for v in range(1, n_values) if vox[v] > 0 and v in names}, key=SEGMENT_KEYS.index)
 
     # lesion -> segment voxel counts
     pairs = np.unique(
@@ -222,8 +223,9 @@ def anatomy_and_flr(
     missing = [k for k in ("1", "2", "3", "4", "5", "6", "7", "8") if k in segments_out and not segments_out[k]["present"]]
     if "4" in missing and any(k in segments_out and segments_out[k]["present"] for k in ("4a", "4b")):
         missing.remove("4")
-    unassigned_vox = int(vox[0])
-    unassigned_tum = int(tum[0])
+    no_seg = seg == 0
+    unassigned_vox = int(np.count_nonzero(tlv & no_seg))
+    unassigned_tum = int(np.count_nonzero(tumor & no_seg))
     if unassigned_vox:
         warnings.append(
             f"segment map does not cover the liver: {unassigned_vox * voxel_ml:.2f} mL of liver "
@@ -352,7 +354,7 @@ def _flr(*, seg_tlv, tlv, tumor, names, present, vox, tum, voxel_ml, adj_pairs, 
                 f"(present: {', '.join(present)})"
             )
         resected = sorted(set(expanded), key=SEGMENT_KEYS.index)
-        remnant_segs = [s for s in present if s not in resected]
+        remnant_segs = [s for s in present if s not in resected]  # segment order
         rem_vals = [v for s in remnant_segs for v in key_to_vals[s]]
         res_vals = [v for s in resected for v in key_to_vals[s]]
         rem_vox = int(sum(vox[v] for v in rem_vals))
@@ -401,13 +403,15 @@ def _flr(*, seg_tlv, tlv, tumor, names, present, vox, tum, voxel_ml, adj_pairs, 
     bsa = None
     slv = {"vauthey": None, "urata": None}
     sflr = {"vauthey": None, "urata": None}
-    if body is not None and body.height_cm is not None and body.weight_kg is not None:
+    if body is not None and body.height_cm is not None:
         lo, hi = fc["height_cm_range"]
         if not lo <= body.height_cm <= hi:
             raise InputError(f"height {body.height_cm:g} cm (from {body.height_source}) is outside the physiological range {lo:g}-{hi:g} cm")
+    if body is not None and body.weight_kg is not None:
         lo, hi = fc["weight_kg_range"]
         if not lo <= body.weight_kg <= hi:
             raise InputError(f"weight {body.weight_kg:g} kg (from {body.weight_source}) is outside the physiological range {lo:g}-{hi:g} kg")
+    if body is not None and body.height_cm is not None and body.weight_kg is not None:
         bsa = bsa_mosteller(body.height_cm, body.weight_kg)
         slv = {"vauthey": slv_vauthey(bsa), "urata": slv_urata(bsa)}
         sflr = {k: 100.0 * flr_ml / v for k, v in slv.items()}

@@ -20,7 +20,7 @@ from .._exceptions import GeometryError, InputError, MaskError
 from .._version import __version__
 from ..config import resolve_config
 from ..geometry import Volume, ld_axis
-from ._anatomy import Body, anatomy_and_flr
+from ._anatomy import SEGMENT_KEYS, Body, anatomy_and_flr, segment_names
 from ._components import Groups, group_runs
 from ._labels import as_label_array, lut_size
 
@@ -225,15 +225,6 @@ def _scan(liver: np.ndarray, lesion: np.ndarray, liver_lut: np.ndarray, lesion_l
 _EDGE_NAMES = (("first slice", "last slice"), ("first row", "last row"), ("first column", "last column"))
 
 
-def _segment_names(cfg: Mapping[str, Any]) -> dict[int, str]:
-    names = {v: str(v) for v in range(1, 9)}
-    for k, v in cfg["segments"]["extra"].items():
-        names[int(k)] = v
-    if any(v in ("4a", "4b") for v in names.values()):
-        names[4] = "4a" if "4a" not in cfg["segments"]["extra"].values() else names[4]
-    return names
-
-
 # --------------------------------------------------------------------------- public
 
 
@@ -400,7 +391,7 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
     )
 
     seg_counts = None
-    seg_names = _segment_names(cfg)
+    seg_names = segment_names(cfg)
     if seg_u is not None and n_groups:
         n_values = int(max(seg_names) + 2)
         seg_counts = K._run_value_counts(seg_u, runs, group.astype(np.int64), n_groups, n_values)
@@ -447,7 +438,7 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
             labelled = {k: c for k, c in seg_vox.items() if k not in ("none", "other")}
             if labelled:
                 best = max(labelled.values())
-                seg = sorted((k for k, c in labelled.items() if c == best), key=lambda s: (len(s), s))[0]
+                seg = sorted((k for k, c in labelled.items() if c == best), key=SEGMENT_KEYS.index)[0]
         if ncomp_per_group[g] > 1:
             warnings.append(f"instance {lid} has {int(ncomp_per_group[g])} components")
         if count - inl and frac >= hep_frac:
@@ -556,7 +547,9 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
         if runs.shape[0]:
             K._paint_runs(ids, runs, run_ids, lo[0], lo[1], lo[2])
         rem = plan["remnant"]
+        seen_seg = np.flatnonzero(np.bincount(seg_u.ravel(), minlength=1))  # the whole map, not the crop
         anatomy, flr, w = anatomy_and_flr(
+            seen_values=seen_seg,
             liver=liver_lut[liver_u[crop]].astype(bool),
             lesion_ids=ids,
             segments=seg_u[crop],
