@@ -318,49 +318,69 @@ def main(argv=None) -> int:
         print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}; load {load_before}")
         print(f"runs per route: {args.runs} (median, warm page cache); SimpleITK threads: {args.sitk_threads}\n")
 
-        times: dict[str, dict] = {}
-        print("  timing sitk-series ...", flush=True)
-        times["sitk-series"], (shape, _img) = _timeit(lambda: sitk_series(dicom_dir), args.runs)
-        del _img
-        print("  timing sitk-series+masks ...", flush=True)
-        times["sitk-series+masks"], _ = _timeit(lambda: sitk_series_and_masks(dicom_dir, liver_p, lesion_p), args.runs)
-        del _
-        print("  timing lb-load_study ...", flush=True)
-        times["lb-load_study"], study = _timeit(lambda: lb_load(dicom_dir, liver_p, lesion_p, cfg), args.runs)
-        assert tuple(study.image.array.shape) == tuple(shape), (study.image.array.shape, shape)
-        del study
-        print("  timing lb-load_study steps ...", flush=True)
-        steps = [lb_load_steps(dicom_dir, liver_p, lesion_p, cfg) for _ in range(args.runs)]
+        # round robin: each round runs every route once (a busy neighbour then
+        # disturbs all routes alike); round 0 is an untimed warm-up
+        n_lesions_loaded = None
+        samples: dict[str, list[float]] = {"sitk-series": [], "sitk-series+masks": [], "lb-load_study": []}
+        steps: list[dict] = []
+        e2e_rows: dict[int, list[dict]] = {1: [], 2: []}
+
+        def measure_once(threads: int) -> dict:
+            nonlocal n_lesions_loaded
+            out_dir = Path(tempfile.mkdtemp(prefix="lb-bench-out-", dir=root))
+            try:
+                run = measure_study(dicom_dir, liver_p, lesion_p, out_dir, threads=threads)
+                n_lesions_loaded = run.result.lesion_count
+                return dict(run.timing_s)
+            finally:
+                shutil.rmtree(out_dir, ignore_errors=True)
+
+        print(f"  warm-up round + {args.runs} timed rounds ...", flush=True)
+        for rnd in range(args.runs + 1):
+            for name, fn in (
+                ("sitk-series", lambda: sitk_series(dicom_dir)),
+                ("sitk-series+masks", lambda: sitk_series_and_masks(dicom_dir, liver_p, lesion_p)),
+                ("lb-load_study", lambda: lb_load(dicom_dir, liver_p, lesion_p, cfg)),
+            ):
+                gc.collect()
+                t0 = time.perf_counter()
+                res = fn()
+                dt = (time.perf_counter() - t0) * 1e3
+                if rnd == 0 and name == "lb-load_study":
+                    shape = tuple(res.image.array.shape)
+                    assert shape == tuple(manifest["shape"]), (shape, manifest["shape"])
+                del res
+                if rnd:
+                    samples[name].append(dt)
+            gc.collect()
+            st = lb_load_steps(dicom_dir, liver_p, lesion_p, cfg)
+            for threads in (1, 2):
+                gc.collect()
+                row = measure_once(threads)
+                if rnd:
+                    e2e_rows[threads].append(row)
+            if rnd:
+                steps.append(st)
+        times = {k: {"median_ms": statistics.median(v), "min_ms": min(v), "runs_ms": v} for k, v in samples.items()}
         step_keys = [k for k in steps[0] if k.endswith("_ms")]
         step_med = {k: statistics.median(s[k] for s in steps) for k in step_keys}
-
-        n_lesions_loaded = None
-        e2e: dict[str, dict] = {}
-        for threads in (1, 2):
-            print(f"  timing lb-measure_study threads={threads} ...", flush=True)
-            rows = []
-            for r in range(args.runs + 1):  # the first is a warm-up
-                out_dir = Path(tempfile.mkdtemp(prefix="lb-bench-out-", dir=root))
-                try:
-                    gc.collect()
-                    run = measure_study(dicom_dir, liver_p, lesion_p, out_dir, threads=threads)
-                    n_lesions_loaded = run.result.lesion_count
-                    rows.append(dict(run.timing_s))
-                finally:
-                    shutil.rmtree(out_dir, ignore_errors=True)
-                del run
-            rows = rows[1:]
-            keys = ["load", "measure", "hash", "write", "total"]
-            e2e[f"threads_{threads}"] = {
-                k: {"median_ms": statistics.median(r[k] for r in rows) * 1e3, "runs_ms": [r[k] * 1e3 for r in rows]}
+        step_min = {k: min(s[k] for s in steps) for k in step_keys}
+        keys = ["load", "measure", "hash", "write", "total"]
+        e2e = {
+            f"threads_{th}": {
+                k: {"median_ms": statistics.median(r[k] for r in rows) * 1e3, "min_ms": min(r[k] for r in rows) * 1e3,
+                    "runs_ms": [r[k] * 1e3 for r in rows]}
                 for k in keys
             }
+            for th, rows in e2e_rows.items()
+        }
         load_after = other_cpu_load()
 
         # table ----------------------------------------------------------------
         ref = times["sitk-series"]["median_ms"]
         print()
         print(f"{'route':58s} {'median ms':>10s} {'min ms':>9s} {'x sitk':>8s}")
+        print("(x sitk: median over the SimpleITK series reader's median)")
         print("-" * 88)
         labels = {
             "sitk-series": "SimpleITK ImageSeriesReader (DICOM only)",
@@ -370,19 +390,22 @@ def main(argv=None) -> int:
         for k, lab in labels.items():
             t = times[k]
             print(f"{lab:58s} {t['median_ms']:10.0f} {t['min_ms']:9.0f} {t['median_ms'] / ref:8.2f}")
-        print("  load_study steps (one pass each run, medians):")
+        print("  load_study's public steps, one after the other:")
         for k, v in step_med.items():
-            print(f"    {k[:-3]:54s} {v:10.0f}")
+            print(f"    {k[:-3]:54s} {v:10.0f} {step_min[k]:9.0f}")
         for name, row in e2e.items():
             th = name.split("_")[1]
-            print(f"liverburden.pipeline.measure_study, threads={th}:")
+            print(f"liverburden.pipeline.measure_study, threads={th} (its timing_s):")
             for k in ("load", "measure", "hash", "write", "total"):
-                print(f"    {k:54s} {row[k]['median_ms']:10.0f}")
+                print(f"    {k:54s} {row[k]['median_ms']:10.0f} {row[k]['min_ms']:9.0f}")
         lb = times["lb-load_study"]["median_ms"]
         e2e_load = e2e["threads_1"]["load"]["median_ms"]
         ratio = lb / times["sitk-series+masks"]["median_ms"]
+        ratio_min = times["lb-load_study"]["min_ms"] / times["sitk-series+masks"]["min_ms"]
         print("-" * 88)
-        print(f"load_study / SimpleITK series+masks : {ratio:.2f}x  (load_study / series only: {lb / ref:.2f}x)")
+        print(f"load_study / SimpleITK series+masks : {ratio:.2f}x medians, {ratio_min:.2f}x minima  "
+              f"(load_study / series only: {lb / ref:.2f}x medians, "
+              f"{times['lb-load_study']['min_ms'] / times['sitk-series']['min_ms']:.2f}x minima)")
         print(f"measure_study load / SimpleITK series+masks: {e2e_load / times['sitk-series+masks']['median_ms']:.2f}x")
         ok = ratio <= 1.0
         print(f"loading no slower than SimpleITK on the same files: {'YES' if ok else 'NO'}")
@@ -401,10 +424,11 @@ def main(argv=None) -> int:
             "sitk_threads": args.sitk_threads,
             "page_cache": "warm",
             "times": times,
-            "load_study_steps_ms": step_med,
+            "load_study_steps_ms": {"median": step_med, "min": step_min},
             "measure_study": e2e,
             "ratios": {
                 "load_study_over_sitk_series_and_masks": ratio,
+                "load_study_over_sitk_series_and_masks_minima": ratio_min,
                 "load_study_over_sitk_series": lb / ref,
                 "measure_study_load_over_sitk_series_and_masks": e2e_load / times["sitk-series+masks"]["median_ms"],
             },

@@ -422,6 +422,8 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
         sa_ok = ends[g, K.E_SA, 0, 0] >= 0
         sa_idx = to_input_index(ends[g, K.E_SA]) if sa_ok else None
         m3_idx = to_input_index(ends[g, K.E_MAX3D])
+        if tuple(m3_idx[1]) < tuple(m3_idx[0]):  # smallest end point first, in the input's C order
+            m3_idx = m3_idx[::-1]
         bb = stats[g, K.S_BBOX : K.S_BBOX + 6]
         seg = None
         seg_vox = None
