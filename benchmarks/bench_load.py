@@ -189,24 +189,6 @@ def get_study(root: Path, seed: int, small: bool, compressed_nii: bool) -> dict:
 # --------------------------------------------------------------------------- routes
 
 
-def _timeit(fn, runs: int, warmup: int = 1):
-    out = None
-    for _ in range(warmup):
-        out = fn()
-        del out
-        out = None
-    ms = []
-    for _ in range(runs):
-        gc.collect()
-        t0 = time.perf_counter()
-        out = fn()
-        ms.append((time.perf_counter() - t0) * 1e3)
-        if _ != runs - 1:
-            del out
-            out = None
-    return {"median_ms": statistics.median(ms), "min_ms": min(ms), "runs_ms": ms}, out
-
-
 def sitk_series(dicom_dir: Path):
     import SimpleITK as sitk
 
@@ -390,7 +372,7 @@ def main(argv=None) -> int:
         for k, lab in labels.items():
             t = times[k]
             print(f"{lab:58s} {t['median_ms']:10.0f} {t['min_ms']:9.0f} {t['median_ms'] / ref:8.2f}")
-        print("  load_study's public steps, one after the other:")
+        print(f"  load_study's public steps, one after the other:{'median':>17s} {'min':>9s}")
         for k, v in step_med.items():
             print(f"    {k[:-3]:54s} {v:10.0f} {step_min[k]:9.0f}")
         for name, row in e2e.items():

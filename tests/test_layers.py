@@ -19,7 +19,7 @@ LAYERS = [
     {"register"},
     {"margin"},
     {"report"},
-    {"pipeline"},
+    {"pipeline", "compare"},
     {"batch", "pacs"},
     {"cli", "__main__", "__init__"},
 ]

@@ -84,7 +84,61 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true")
     g.add_argument("-v", "--verbose", action="store_true")
     g.add_argument("--debug", action="store_true")
+    c = sub.add_parser("compare", help="follow-up comparison: lesion tracking, RECIST 1.1, remnant burden")
+    c.add_argument("bundles", nargs="+", help="baseline bundle, then follow-up bundles, in time order")
+    c.add_argument("--labels", help="comma-separated time point labels (default: bundle folder names)")
+    c.add_argument("--remnant", help="time point label of the remnant burden (default: the first after baseline)")
+    c.add_argument("--config", help="TOML configuration")
+    c.add_argument("--out", required=True, help="output folder (response.json, lesions_over_time.csv)")
+    c.add_argument("--quiet", action="store_true")
+    c.add_argument("-v", "--verbose", action="store_true")
+    c.add_argument("--debug", action="store_true")
+    b = sub.add_parser("batch", help="many studies from a manifest, locally or on Dask")
+    b.add_argument("manifest", help="CSV manifest (columns: see README)")
+    b.add_argument("--out", required=True, help="results folder")
+    b.add_argument("--workers", type=int, default=1, help="worker processes (LocalCluster); 1 = in this process")
+    b.add_argument("--scheduler", help="an existing Dask scheduler, e.g. tcp://HOST:8786")
+    b.add_argument("--resume", action="store_true", help="skip studies already done with the same inputs and config")
+    b.add_argument("--survival", help="CSV patient,time_months,event: Kaplan-Meier by remnant burden")
+    b.add_argument("--config", help="TOML configuration")
+    b.add_argument("--quiet", action="store_true")
+    b.add_argument("-v", "--verbose", action="store_true")
+    b.add_argument("--debug", action="store_true")
     return p
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import EXIT_SOME_FAILED, run_batch
+
+    summary = run_batch(args.manifest, args.out, workers=args.workers, scheduler=args.scheduler, resume=args.resume,
+                        config=args.config, survival=args.survival, progress=not args.quiet)
+    if not args.quiet:
+        print(f"{summary['ok']}/{summary['studies']} studies ok, {summary['failed']} failed "
+              f"({summary['skipped_by_resume']} skipped by --resume); {summary['patients_compared']} patients compared; "
+              f"tables in {args.out}")
+    return EXIT_OK if summary["failed"] == 0 else EXIT_SOME_FAILED
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_bundles, write_compare
+
+    labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    doc = compare_bundles(args.bundles, labels=labels, remnant=args.remnant, config=args.config)
+    write_compare(args.out, doc)
+    if not args.quiet:
+        for tp in doc["timepoints"]:
+            ch = tp["change_from_baseline_pct"]
+            print(
+                f"{tp['label']:<16} target SoD {tp['target_sod_mm']:7.1f} mm"
+                + ("" if ch is None else f" ({ch:+.1f} % vs baseline)")
+                + f"  {tp['response'] or '-':<3} {tp['reason']}"
+            )
+        r = doc["remnant"]
+        print(f"remnant burden at {r['label']}: SoD {r['remnant_sod_mm']:.1f} mm -> {r['remnant_burden']}")
+        for w in doc["warnings"]:
+            print(f"warning: {w}")
+        print(f"wrote {args.out}/response.json")
+    return EXIT_OK
 
 
 def _cmd_margin(args: argparse.Namespace) -> int:
@@ -197,15 +251,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (tests call it directly)."""
     parser = _build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if getattr(args, "verbose", False) else logging.ERROR,
-        format="liverburden %(levelname)s: %(message)s",
-    )
+    level = logging.INFO if getattr(args, "verbose", False) else logging.ERROR
+    logging.basicConfig(level=level, format="liverburden %(levelname)s: %(message)s")
+    for h in logging.getLogger().handlers:
+        h.setLevel(level)  # libraries that set their own logger levels (Dask) stay quiet too
+    if not getattr(args, "verbose", False):
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
     try:
         if args.command == "measure":
             return _cmd_measure(args)
         if args.command == "margin":
             return _cmd_margin(args)
+        if args.command == "compare":
+            return _cmd_compare(args)
+        if args.command == "batch":
+            return _cmd_batch(args)
         parser.error(f"unknown command {args.command}")
     except LiverburdenError as exc:
         print(f"liverburden: error: {exc}", file=sys.stderr)

@@ -9,7 +9,8 @@ their true shape, and every view carries its orientation letters.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import matplotlib
 
@@ -18,10 +19,171 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-from ..geometry import Volume  # noqa: E402
+from ..geometry import Volume, ld_axis  # noqa: E402
 from ..io import volume_to_sitk  # noqa: E402
 
 LIVER_WINDOW = (150.0, 80.0)  # width, level (HU)
+
+#: Per view: the patient axis of its normal (0 = L-R, 1 = P-A, 2 = S-I, LPS order),
+#: and the patient direction (axis, sign) toward which the screen's +x (right) and
+#: +y (down) run. Radiological convention: the patient's right on the image's
+#: left; anterior up on an axial view; superior up on coronal and sagittal views.
+VIEWS: dict[str, tuple[int, tuple[int, int], tuple[int, int]]] = {
+    "axial": (2, (0, +1), (1, +1)),
+    "coronal": (1, (0, +1), (2, -1)),
+    "sagittal": (0, (1, +1), (2, -1)),
+}
+_LETTER = {(0, 1): "L", (0, -1): "R", (1, 1): "P", (1, -1): "A", (2, 1): "S", (2, -1): "I"}
+
+
+def patient_axes(direction: np.ndarray) -> tuple[int, int, int]:
+    """The array axis closest to each patient axis (L-R, P-A, S-I), a permutation.
+
+    S-I first, by the LD-axis rule of ``conventions.md`` (so an "axial" view is
+    always a slice of ``slice_index``), then P-A among the two others (ties to
+    the lower index), and L-R is the remaining axis.
+    """
+    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    s = ld_axis(d)
+    rest = [k for k in range(3) if k != s]
+    p = rest[0] if abs(d[1, rest[0]]) >= abs(d[1, rest[1]]) else rest[1]
+    lr = rest[1] if p == rest[0] else rest[0]
+    return lr, p, s
+
+
+def _letter(vec: np.ndarray) -> str:
+    k = int(np.argmax(np.abs(vec)))
+    return _LETTER[(k, 1 if vec[k] > 0 else -1)]
+
+
+@dataclass(frozen=True)
+class Plane:
+    """One slice (or projection) of a volume's array shown in patient orientation.
+
+    No resampling: the slice is an array slice along ``normal_axis``, transposed
+    and flipped so that the screen's +x and +y run as :data:`VIEWS` says. For an
+    oblique grid the view is the array's own slice, labelled with the patient
+    direction closest to each screen axis (``tilt_deg`` says how far off).
+
+    Screen coordinates are in mm: ``x`` to the right, ``y`` down, voxel centre
+    (0, 0) at the top-left pixel's centre, so an ``imshow`` with :attr:`extent`
+    and ``origin="upper"`` keeps anisotropic voxels in their true shape.
+    """
+
+    view: str
+    normal_axis: int
+    index: int
+    u_axis: int
+    u_flip: bool
+    v_axis: int
+    v_flip: bool
+    shape: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, float, float]
+    direction: tuple[tuple[float, float, float], ...]
+    letters: tuple[str, str, str, str]
+    tilt_deg: float
+
+    @classmethod
+    def of(cls, vol: Volume, view: str, *, index: int | None = None, point_lps: Sequence[float] | None = None) -> "Plane":
+        """The ``view`` ("axial", "coronal", "sagittal") of ``vol`` through slice ``index``
+        of its normal axis, or through the slice nearest ``point_lps``, or the middle slice."""
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r}; expected one of {', '.join(VIEWS)}")
+        d = np.asarray(vol.direction, dtype=np.float64)
+        pa = patient_axes(d)
+        n_pat, (ux, us), (vx, vs) = VIEWS[view]
+        normal, u, v = pa[n_pat], pa[ux], pa[vx]
+        u_flip = bool(d[ux, u] * us < 0)
+        v_flip = bool(d[vx, v] * vs < 0)
+        xv = d[:, u] * (-1.0 if u_flip else 1.0)
+        yv = d[:, v] * (-1.0 if v_flip else 1.0)
+        letters = (_letter(-xv), _letter(xv), _letter(-yv), _letter(yv))
+        tilt = float(np.degrees(np.arccos(min(1.0, abs(d[n_pat, normal])))))
+        shape = vol.shape
+        if index is None:
+            if point_lps is not None:
+                c = np.asarray(point_lps, dtype=np.float64) - np.asarray(vol.origin_mm)
+                index = int(round(float(d[:, normal] @ c) / vol.spacing_mm[normal]))
+            else:
+                index = (shape[normal] - 1) // 2
+        index = min(max(int(index), 0), shape[normal] - 1)
+        return cls(view, normal, index, u, u_flip, v, v_flip, shape, tuple(vol.spacing_mm), tuple(vol.origin_mm),
+                   tuple(tuple(float(x) for x in row) for row in d), letters, tilt)
+
+    # geometry ------------------------------------------------------------------
+    @property
+    def size_uv(self) -> tuple[int, int]:
+        return self.shape[self.u_axis], self.shape[self.v_axis]
+
+    @property
+    def pixel_mm(self) -> tuple[float, float]:
+        return self.spacing_mm[self.u_axis], self.spacing_mm[self.v_axis]
+
+    @property
+    def extent(self) -> list[float]:
+        """``imshow`` extent (left, right, bottom, top) for ``origin="upper"``."""
+        (nu, nv), (su, sv) = self.size_uv, self.pixel_mm
+        return [-su / 2, (nu - 0.5) * su, (nv - 0.5) * sv, -sv / 2]
+
+    def centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """Screen x of each column and y of each row (voxel centres, mm), for ``contour``."""
+        (nu, nv), (su, sv) = self.size_uv, self.pixel_mm
+        return np.arange(nu) * su, np.arange(nv) * sv
+
+    def continuous_index(self, p_lps: Sequence[float]) -> np.ndarray:
+        """(slice, row, col) continuous array index of LPS points (..., 3)."""
+        d = np.asarray(self.direction)
+        p = np.asarray(p_lps, dtype=np.float64) - np.asarray(self.origin_mm)
+        return (p @ d) / np.asarray(self.spacing_mm)
+
+    def to_screen(self, p_lps: Sequence[float]) -> np.ndarray:
+        """Screen (x, y) in mm and the continuous slice coordinate of LPS points: (..., 3)."""
+        idx = self.continuous_index(p_lps)
+        (nu, nv), (su, sv) = self.size_uv, self.pixel_mm
+        iu = idx[..., self.u_axis]
+        iv = idx[..., self.v_axis]
+        iu = (nu - 1) - iu if self.u_flip else iu
+        iv = (nv - 1) - iv if self.v_flip else iv
+        return np.stack([iu * su, iv * sv, idx[..., self.normal_axis]], axis=-1)
+
+    def to_lps(self, xy: Sequence[float], slice_coord: float | None = None) -> np.ndarray:
+        """LPS point of screen (x, y) (..., 2) on slice ``slice_coord`` (default: this plane's)."""
+        xy = np.asarray(xy, dtype=np.float64)
+        (nu, nv), (su, sv) = self.size_uv, self.pixel_mm
+        iu = xy[..., 0] / su
+        iv = xy[..., 1] / sv
+        iu = (nu - 1) - iu if self.u_flip else iu
+        iv = (nv - 1) - iv if self.v_flip else iv
+        idx = np.zeros(xy.shape[:-1] + (3,))
+        idx[..., self.u_axis] = iu
+        idx[..., self.v_axis] = iv
+        idx[..., self.normal_axis] = self.index if slice_coord is None else slice_coord
+        d = np.asarray(self.direction)
+        return np.asarray(self.origin_mm) + (idx * np.asarray(self.spacing_mm)) @ d.T
+
+    # pixels ----------------------------------------------------------------------
+    def _orient(self, a2: np.ndarray) -> np.ndarray:
+        # a2 holds the two in-plane axes in increasing array-axis order
+        if self.v_axis > self.u_axis:
+            a2 = a2.T  # -> rows v, cols u
+        if self.v_flip:
+            a2 = a2[::-1, :]
+        if self.u_flip:
+            a2 = a2[:, ::-1]
+        return a2
+
+    def image(self, array: np.ndarray) -> np.ndarray:
+        """The slice of ``array`` (on this plane's grid): rows run down (+y), columns right (+x)."""
+        if tuple(array.shape) != tuple(self.shape):
+            raise ValueError(f"array shape {array.shape} is not the plane's grid {self.shape}")
+        return self._orient(np.take(array, self.index, axis=self.normal_axis))
+
+    def projection(self, array: np.ndarray, reduce: Callable[..., np.ndarray] = np.max) -> np.ndarray:
+        """``reduce`` (default maximum) of ``array`` along the normal axis, oriented as :meth:`image`."""
+        if tuple(array.shape) != tuple(self.shape):
+            raise ValueError(f"array shape {array.shape} is not the plane's grid {self.shape}")
+        return self._orient(reduce(array, axis=self.normal_axis))
 
 
 class OrientedVolume:
@@ -78,13 +240,18 @@ def show(ax, ov: OrientedVolume, view: str, p_lps, *, window=LIVER_WINDOW, masks
                        origin=origin)
     ax.set_xticks([])
     ax.set_yticks([])
+    orientation_letters(ax, letters)
+    return ext
+
+
+def orientation_letters(ax, letters: Sequence[str], *, color: str = "yellow", fontsize: int = 9) -> None:
+    """Write the orientation letters (left, right, top, bottom) at the edges of ``ax``."""
     l, r, t, b = letters
-    kw = dict(transform=ax.transAxes, color="yellow", fontsize=9, fontweight="bold")
+    kw = dict(transform=ax.transAxes, color=color, fontsize=fontsize, fontweight="bold")
     ax.text(0.01, 0.5, l, va="center", ha="left", **kw)
     ax.text(0.99, 0.5, r, va="center", ha="right", **kw)
     ax.text(0.5, 0.99, t, va="top", ha="center", **kw)
     ax.text(0.5, 0.01, b, va="bottom", ha="center", **kw)
-    return ext
 
 
 def margin_figure(path, image: Volume, tumor: np.ndarray, zone: np.ndarray, tumor_result: Any, margins_mm: np.ndarray,
