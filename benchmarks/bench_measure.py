@@ -42,10 +42,10 @@ printed loudly and recorded in the JSON. SimpleITK's Feret diameter and
 pyradiomics' mesh diameter are compared for information only.
 
 Memory: tracemalloc peak of one ``measure_arrays`` call (numpy allocations),
-and, in a fresh subprocess, the peak RSS above the RSS before the call
-(Linux ``VmHWM`` reset through ``/proc/self/clear_refs``; this also sees numba
-NRT allocations, which tracemalloc does not), with ``ru_maxrss`` as a
-cross-check.
+and, in a fresh interpreter started before anything big is built, the peak
+RSS above the RSS before the call, which also sees numba NRT allocations
+(tracemalloc does not): once from ``ru_maxrss`` and once from Linux ``VmHWM``
+reset through ``/proc/self/clear_refs``.
 
 numba compile time is kept out: ``NUMBA_CACHE_DIR`` defaults to the
 repository's ``.numba_cache/`` and every kernel is warmed up on a tiny
@@ -473,9 +473,10 @@ def memory_child(threads: int, data_dir: str) -> dict:
     """Runs in a fresh interpreter: peak RSS above the RSS before measure_arrays.
 
     The arrays come from .npy files (``np.load`` allocates just the arrays, no
-    transient peak), after a numba warm-up on a tiny volume, so that
-    ``ru_maxrss`` before the call is the current RSS and its growth is a
-    cross-check of the ``VmHWM`` figure.
+    transient peak), after a numba warm-up on a tiny volume. The parent starts
+    this process before it builds anything big (Linux carries a parent's
+    ``ru_maxrss`` into a child across fork/exec), so ``ru_maxrss`` before the
+    call is about the current RSS and its growth cross-checks ``VmHWM``.
     """
     import resource
 
@@ -484,35 +485,64 @@ def memory_child(threads: int, data_dir: str) -> dict:
     t = _phantom.tiny_phantom()
     liverburden.measure_arrays(t.liver, t.lesions, t.spacing_mm, t.direction, threads=threads)
     _trim()
+    if data_dir == "-":  # started early by the parent: wait for the arrays
+        data_dir = sys.stdin.readline().strip()
+        if not data_dir:
+            return {"threads": threads, "calls": [], "error": "no data"}
     d = Path(data_dir)
     liver = np.load(d / "liver.npy")
     lesions = np.load(d / "lesions.npy")
     meta = json.loads((d / "meta.json").read_text())
     sp, direction = tuple(meta["spacing_mm"]), np.asarray(meta["direction"])
     out = {"threads": threads, "calls": []}
+    # call 1: ru_maxrss (no reset; its growth over the RSS before the call);
+    # call 2: VmHWM reset through /proc/self/clear_refs just before the call
     for call in range(2):
         _trim()
         rss0 = _proc_status_kb("VmRSS")
         maxrss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        reset = _reset_hwm()
+        reset = _reset_hwm() if call == 1 else False
         res = liverburden.measure_arrays(liver, lesions, sp, direction, threads=threads)
         hwm1 = _proc_status_kb("VmHWM")
         maxrss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         rss1 = _proc_status_kb("VmRSS")
-        out["calls"].append({
-            "call": "first call" if call == 0 else "second call",
-            "hwm_reset": reset,
+        entry = {
+            "call": "ru_maxrss" if call == 0 else "VmHWM reset",
             "rss_before_mb": rss0 / 1024 if rss0 else None,
-            "ru_maxrss_before_mb": maxrss0 / 1024,
-            "peak_extra_mb": (hwm1 - rss0) / 1024 if reset and hwm1 and rss0 else None,
-            "ru_maxrss_delta_mb": (maxrss1 - maxrss0) / 1024,
             "retained_after_mb": (rss1 - rss0) / 1024 if rss1 and rss0 else None,
-        })
+        }
+        if call == 0:
+            # a peak below the earlier high-water mark does not show: report the blind zone
+            entry["ru_maxrss_headroom_mb"] = max(0.0, (maxrss0 - rss0) / 1024) if rss0 else None
+            entry["peak_extra_mb"] = max(0.0, (maxrss1 - rss0) / 1024) if rss0 and maxrss1 > maxrss0 else None
+        else:
+            entry["hwm_reset"] = reset
+            entry["peak_extra_mb"] = (hwm1 - rss0) / 1024 if reset and hwm1 and rss0 else None
+        out["calls"].append(entry)
         del res
     return out
 
 
-def memory_report(liver, lesions, spacing, direction) -> dict:
+def start_memory_children() -> dict:
+    """Start the memory-measuring interpreters now, while this process is small."""
+    kids = {}
+    for threads in (1, 2):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--_memory-child", str(threads), "--_data", "-"]
+        kids[threads] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True, env=dict(os.environ))
+    return kids
+
+
+def stop_memory_children(kids: dict) -> None:
+    for p in kids.values():
+        if p.poll() is None:
+            try:
+                p.communicate("\n", timeout=60)
+            except Exception:
+                p.kill()
+
+
+def memory_report(liver, lesions, spacing, direction, kids: dict) -> dict:
     import tempfile
 
     import liverburden
@@ -533,14 +563,15 @@ def memory_report(liver, lesions, spacing, direction) -> dict:
             tracemalloc.stop()
             del res
             entry = {"tracemalloc_peak_mb": (peak - base) / 2**20, "tracemalloc_retained_mb": (cur - base) / 2**20}
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--_memory-child", str(threads), "--_data", tmp]
+            proc = kids[threads]
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=dict(os.environ))
+                stdout, stderr = proc.communicate(tmp + "\n", timeout=900)
                 if proc.returncode == 0:
-                    entry["subprocess"] = json.loads(proc.stdout.strip().splitlines()[-1])
+                    entry["subprocess"] = json.loads(stdout.strip().splitlines()[-1])
                 else:
-                    entry["subprocess_error"] = proc.stderr[-2000:]
+                    entry["subprocess_error"] = stderr[-2000:]
             except Exception as exc:  # pragma: no cover
+                proc.kill()
                 entry["subprocess_error"] = repr(exc)
             out[f"threads_{threads}"] = entry
     return out
@@ -749,6 +780,7 @@ def main(argv=None) -> int:
 
     import liverburden
 
+    kids = {} if args.no_memory else start_memory_children()
     t0 = time.perf_counter()
     # numba: compile (or load from cache) on a tiny volume, out of every timing
     tiny = _phantom.tiny_phantom()
@@ -912,15 +944,19 @@ def main(argv=None) -> int:
     memory = None
     if not args.no_memory:
         print("\nmemory of measure_arrays (extra over the input arrays) ...", flush=True)
-        memory = memory_report(liver, lesions, sp, direction)
+        memory = memory_report(liver, lesions, sp, direction, kids)
         for k, m in memory.items():
             line = f"  {k}: tracemalloc peak {m['tracemalloc_peak_mb']:.2f} MB"
             sub = m.get("subprocess")
             if sub:
                 for c in sub["calls"]:
                     pk = c["peak_extra_mb"]
-                    line += (f"; {c['call']}: peak RSS +{pk:.1f} MB" if pk is not None else f"; {c['call']}: peak n/a")
-                    line += f" (ru_maxrss +{c['ru_maxrss_delta_mb']:.1f} MB)"
+                    if pk is not None:
+                        line += f"; peak RSS by {c['call']}: +{pk:.1f} MB"
+                    elif c["call"] == "ru_maxrss":
+                        line += f"; ru_maxrss: no new peak (blind below +{c['ru_maxrss_headroom_mb']:.1f} MB)"
+                    else:
+                        line += f"; {c['call']}: n/a"
                 mx = max((c["peak_extra_mb"] or 0.0) for c in sub["calls"])
                 m["peak_extra_mb"] = max(mx, m["tracemalloc_peak_mb"])
             else:
@@ -988,6 +1024,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2, default=float) + "\n")
     print(f"\nwrote {out}")
+    stop_memory_children(kids)
     return 0 if agreement["agree"] else 1
 
 

@@ -331,10 +331,14 @@ def test_instance_with_two_components_is_one_tumor():
     t = np.zeros(shape, np.uint8)
     t[ball(shape, sp, c + [0, 0, -6], 3.0)] = 4
     t[ball(shape, sp, c + [0, 0, 9], 3.0)] = 4
+    t[ball(shape, sp, c + [0, 9, 0], 2.5)] = 2  # a second value: the mask holds instances
     res = margins_arrays(t, z, sp)
-    assert len(res.tumors) == 1 and res.tumors[0].id == 4 and res.tumors[0].components == 2
-    assert any("2 components" in w for w in res.warnings)
-    assert_matches(res.tumors[0], reference(t == 4, z, sp))
+    assert sorted(tm.id for tm in res.tumors) == [2, 4]
+    four = next(tm for tm in res.tumors if tm.id == 4)
+    assert four.components == 2
+    assert any("4 has 2 components" in w for w in res.warnings)
+    for tm in res.tumors:
+        assert_matches(tm, reference(t == tm.id, z, sp), tag=f"tumor {tm.id}")
 
 
 def test_vic_matches_reference_and_is_monotone():
