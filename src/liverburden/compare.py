@@ -344,6 +344,15 @@ def write_compare(out: str | Path, doc: Mapping[str, Any]) -> dict[str, Path]:
     from .report import write_json_atomic
     from .report._bundle import _atomic_write
 
+    schema = json.loads((Path(__file__).parent / "schemas" / "response.schema.json").read_text())
+    import jsonschema
+
+    try:
+        jsonschema.validate(dict(doc), schema)
+    except jsonschema.ValidationError as exc:
+        from ._exceptions import ExportError
+
+        raise ExportError(f"response.json does not match its schema: {exc.message}") from None
     o = Path(out)
     o.mkdir(parents=True, exist_ok=True)
     paths = {"response": o / "response.json", "lesions": o / "lesions_over_time.csv"}

@@ -568,11 +568,12 @@ def registration_picture(
     """Checkerboard of the pre scan and the registered post scan (tiles of ``tile_mm``),
     with the liver outlines of both (pre yellow, registered post cyan, dashed)."""
     w, lv = _window_of(window)
-    fig = _figure(1200, 420)
+    planes = [Plane.of(grid, view, point_lps=point_lps) for view in ("axial", "coronal", "sagittal")]
+    boxes = [_crop(pl, liver_pre, 20.0) for pl in planes]
+    fig, axes, _ = _row_figure([(b[1] - b[0]) / (b[3] - b[2]) for b in boxes], max_width_px=1200,
+                               panel_height_px=420)
     drawn: dict[str, Any] = {"views": {}}
-    for k, view in enumerate(("axial", "coronal", "sagittal")):
-        ax = fig.add_axes((0.005 + 0.333 * k, 0.02, 0.325, 0.88))
-        plane = Plane.of(grid, view, point_lps=point_lps)
+    for ax, plane, box in zip(axes, planes, boxes):
         a = plane.image(pre).astype(float)
         b = plane.image(post_in_pre).astype(float)
         xc, yc = plane.centres()
@@ -586,7 +587,12 @@ def registration_picture(
             _contour(ax, plane, plane.image(liver_pre), LIVER_COLOUR, lw=1.0)
         if liver_post_in_pre is not None:
             _contour(ax, plane, plane.image(liver_post_in_pre), POINT_COLOUR, lw=1.0, ls="dashed")
+        for xv in np.arange(math.ceil(xc[0] / tile_mm), math.floor(xc[-1] / tile_mm) + 1) * tile_mm:
+            ax.axvline(xv - plane.pixel_mm[0] / 2, color="white", lw=0.4, alpha=0.3)
+        for yv in np.arange(math.ceil(yc[0] / tile_mm), math.floor(yc[-1] / tile_mm) + 1) * tile_mm:
+            ax.axhline(yv - plane.pixel_mm[1] / 2, color="white", lw=0.4, alpha=0.3)
         _finish_view(ax, plane)
+        _set_box(ax, box)
         ax.set_title(_view_title(plane), fontsize=9)
         drawn["views"][view] = {"slice_index": plane.index, "letters": list(plane.letters)}
     caption = (f"Registration check: checkerboard of the pre scan and the post scan registered onto it ({tile_mm:g} mm "
