@@ -148,6 +148,61 @@ def make_study(
     return PhantomStudy(root, ct, seg_path, liver, lesions, files)
 
 
+def clone_datasets(files: Sequence[Path], *, phi: dict[str, str] | None = None) -> list[pydicom.Dataset]:
+    """The study in ``files`` as new datasets with every UID replaced (study,
+    series, instances, frame of reference, and the SEG's references), so one
+    phantom gives many distinct studies quickly."""
+    mapping: dict[str, str] = {}
+
+    def new(uid: str) -> str:
+        if uid not in mapping:
+            mapping[uid] = dg.new_uid()
+        return mapping[uid]
+
+    def walk(ds: pydicom.Dataset) -> None:
+        for elem in ds:
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    walk(item)
+            elif elem.VR == "UI" and elem.tag not in (0x00080016, 0x00020002, 0x00020010, 0x00081150):
+                if elem.VM == 1 and elem.value:
+                    elem.value = new(str(elem.value))
+
+    out = []
+    for p in files:
+        ds = pydicom.dcmread(p)
+        walk(ds)
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        for k, v in (phi or {}).items():
+            setattr(ds, k, v)
+        out.append(ds)
+    return out
+
+
+def send_datasets(datasets: Sequence[pydicom.Dataset], port: int, *, called: str = "LIVERBURDEN",
+                  calling: str = "MODALITY", host: str = "127.0.0.1") -> dict[str, int]:
+    """C-STORE datasets over one association; SOPInstanceUID -> status."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=calling)
+    for uid in sorted({str(ds.SOPClassUID) for ds in datasets}):
+        ae.add_requested_context(uid, [pydicom.uid.ExplicitVRLittleEndian])
+    assoc = ae.associate(host, port, ae_title=called)
+    if not assoc.is_established:
+        raise ConnectionRefusedError("association rejected" if assoc.is_rejected else "association failed")
+    out: dict[str, int] = {}
+    try:
+        for ds in datasets:
+            st = assoc.send_c_store(ds)
+            if not st or "Status" not in st:
+                break
+            out[str(ds.SOPInstanceUID)] = int(st.Status)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return out
+
+
 def send_files(
     files: Sequence[Path], port: int, *, called: str = "LIVERBURDEN", calling: str = "MODALITY",
     host: str = "127.0.0.1", bind_address: tuple[str, int] | None = None, stop_after: int | None = None,

@@ -30,6 +30,7 @@ from ..config import resolve_config
 from ..geometry import Volume
 from ..measure._components import group_runs
 from ..measure._labels import as_label_array, lut_size
+from ..measure._measure import _value_lut
 from ..kernels._edt import INF, _sq_edt
 
 
@@ -100,17 +101,6 @@ class MarginResult:
             "tumors": [t.to_dict() for t in self.tumors],
             "warnings": list(self.warnings),
         }
-
-
-def _label_lut(spec: Any, size: int) -> np.ndarray:
-    lut = np.zeros(size, dtype=np.uint8)
-    if spec == "nonzero":
-        lut[1:] = 1
-    else:
-        for v in spec:
-            if v < size:
-                lut[v] = 1
-    return lut
 
 
 def margins_arrays(
@@ -184,7 +174,7 @@ def margins_arrays(
     runs, _, _, _, _ = K._scan_runs(t_u, t_u, t_lut, e_lut, 0, t_u.shape[0])
     if runs.shape[0] == 0:
         raise MaskError("tumor mask is empty")
-    zone_lut = _label_lut(cfg["labels"]["zone"], lut_size(z_u))
+    zone_lut = _value_lut(cfg["labels"]["zone"], lut_size(z_u), ids=False)
     if not np.any(zone_lut[z_u]):
         raise MaskError("ablation zone mask is empty")
     G = group_runs(runs, t_u.shape[:2], cfg["labels"]["lesion_mode"], int(cfg["lesions"]["connectivity"]))

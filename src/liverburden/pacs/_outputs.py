@@ -4,8 +4,9 @@
   segment's Tracking ID is the lesion id and it has a Tracking UID; the SR
   uses the same pair, so SR, SEG and ``measurements.json`` agree.
 * SR, TID 1500 Measurement Report (Comprehensive 3D SR): one volumetric ROI
-  group per lesion (volume, long axis, short axis, maximal 3-D diameter, with
-  their 3-D end points; margins per tumor with A0/A1/A2 when a pre/post pair
+  group per lesion (volume, long axis, short axis, maximal 3-D diameter;
+  TID 1411 allows no coordinates there: the end points are in
+  ``measurements.json`` and drawn on the summary picture; margins per tumor with A0/A1/A2 when a pre/post pair
   was measured) referencing its SEG segment, and study-level groups (total
   liver volume; hepatic tumor burden: tumor volume, involvement, sums of
   diameters; the FLR when planned).
@@ -140,22 +141,11 @@ def _num(name, value, unit, **kw):
     return hd.sr.Measurement(name=name, value=float(value), unit=unit, **kw)
 
 
-def _coords(points, frame_uid: str | None):
-    import highdicom as hd
-
-    if points is None or not frame_uid:
-        return None
-    return [hd.sr.CoordinatesForMeasurement3D(graphic_type="POLYLINE",
-                                              graphic_data=np.asarray(points, dtype=np.float64),
-                                              frame_of_reference_uid=frame_uid)]
-
-
 def _sr(sources, seg, doc: Mapping[str, Any], margin: Mapping[str, Any] | None, uid: UidFactory,
         series_number: int, modality: str):
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    frame_uid = str(getattr(sources[0], "FrameOfReferenceUID", "") or "") or None
     device = hd.sr.ObserverContext(
         observer_type=codes.cid270.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -172,14 +162,11 @@ def _sr(sources, seg, doc: Mapping[str, Any], margin: Mapping[str, Any] | None, 
         tid = hd.sr.TrackingIdentifier(uid=uid(f"lesion/{lid}"), identifier=str(lid))
         ms = [
             _num(C.VOLUME, les["volume_ml"], C.UNIT_ML, method=C.VOXEL_SUM, algorithm_id=algo),
-            _num(C.LONG_AXIS, les["ld_mm"], C.UNIT_MM, algorithm_id=algo,
-                 referenced_coordinates=_coords(les["ld_endpoints_mm"], frame_uid)),
+            _num(C.LONG_AXIS, les["ld_mm"], C.UNIT_MM, algorithm_id=algo),
         ]
         if les["sa_endpoints_mm"] is not None:
-            ms.append(_num(C.SHORT_AXIS, les["sa_mm"], C.UNIT_MM, algorithm_id=algo,
-                           referenced_coordinates=_coords(les["sa_endpoints_mm"], frame_uid)))
-        ms.append(_num(C.DIAMETER, les["max3d_mm"], C.UNIT_MM, derivation=C.MAXIMUM, algorithm_id=algo,
-                       referenced_coordinates=_coords(les["max3d_endpoints_mm"], frame_uid)))
+            ms.append(_num(C.SHORT_AXIS, les["sa_mm"], C.UNIT_MM, algorithm_id=algo))
+        ms.append(_num(C.DIAMETER, les["max3d_mm"], C.UNIT_MM, derivation=C.MAXIMUM, algorithm_id=algo))
         quals = []
         t = margins.get(lid)
         if t is not None:

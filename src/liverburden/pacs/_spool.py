@@ -326,18 +326,20 @@ class Spool:
 
     def finish(self, skey: str, fingerprint: str, state: str, *, reason: str | None, run: str | None,
                measured_instances: int | None = None, outbox: list[tuple[Path, str, str]] | None = None) -> bool:
-        """Record a run's end (and its outbox rows) in one transaction. The study
-        is only marked when its fingerprint is still the run's; returns that."""
+        """Record a run's end (and its outbox rows) in one transaction.
+
+        ``fingerprint`` is that of the instances the run saw. If the scanner
+        queued the study again meanwhile (new instances), the study stays queued
+        for another run; this run's results are sent all the same. Returns
+        whether the study was marked.
+        """
         t = time.time()
         with self.transaction() as con:
             cur = con.execute(
-                "UPDATE studies SET state = ?, reason = ?, run = ?, owner = NULL, measured_instances = ?, "
-                "finished = ?, updated = ? WHERE skey = ? AND fingerprint = ?",
-                (state, reason, run, measured_instances, t, t, skey, fingerprint))
+                "UPDATE studies SET state = ?, fingerprint = ?, reason = ?, run = ?, owner = NULL, "
+                "measured_instances = ?, finished = ?, updated = ? WHERE skey = ? AND state = 'running'",
+                (state, fingerprint, reason, run, measured_instances, t, t, skey))
             ok = cur.rowcount == 1
-            if not ok:  # instances arrived meanwhile: the study stays queued, this run's results still go out
-                con.execute("UPDATE studies SET owner = NULL, state = CASE WHEN state = 'running' THEN 'queued' "
-                            "ELSE state END WHERE skey = ?", (skey,))
             for path, dest, sop_class in outbox or []:
                 con.execute(
                     "INSERT OR IGNORE INTO outbox (skey, path, dest, sop_class, state, next_try) "

@@ -594,7 +594,7 @@ def registration_picture(
         _finish_view(ax, plane)
         _set_box(ax, box)
         ax.set_title(_view_title(plane), fontsize=9)
-        drawn["views"][view] = {"slice_index": plane.index, "letters": list(plane.letters)}
+        drawn["views"][plane.view] = {"slice_index": plane.index, "letters": list(plane.letters)}
     caption = (f"Registration check: checkerboard of the pre scan and the post scan registered onto it ({tile_mm:g} mm "
                "tiles; edges should continue across tiles), liver outlines of the pre scan (yellow) and of the "
                "registered post scan (cyan, dashed).")

@@ -359,7 +359,7 @@ def _study_sections(ctx: _Context, doc: dict[str, Any], inputs: dict[str, Any] |
         body += "<h3>Flags</h3>" + _table(fr)
     warnings = doc.get("warnings") or []
     body += "<h3>Warnings</h3>" + ("<ul class='warnings'>" + "".join(
-        f"<li data-src='{src}' data-key='warnings.{i}'>{_e(w)}</li>" for i, w in enumerate(warnings)) + "</ul>"
+        f"<li>{_t(w, src, f'warnings.{i}')}</li>" for i, w in enumerate(warnings)) + "</ul>"
         if warnings else "<p>none</p>")
     sections.append(("summary", "Study summary", body))
 
@@ -457,7 +457,7 @@ def _study_sections(ctx: _Context, doc: dict[str, Any], inputs: dict[str, Any] |
             _row("cytoreduction", _n(flr.get("cytoreduction_pct"), src, k + "cytoreduction_pct", 1, "%")),
         ]
         body = _table(rows, "kv") + "<h3>Reasons</h3><ul>" + "".join(
-            f"<li data-src='{src}' data-key='flr.reasons.{i}'>{_e(r)}</li>"
+            f"<li>{_t(r, src, f'flr.reasons.{i}')}</li>"
             for i, r in enumerate(flr.get("reasons") or [])) + "</ul>"
         if segments is not None:
             from ..measure._anatomy import segment_names
@@ -780,9 +780,11 @@ def _provenance(docs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     parts = []
     for name, doc in docs:
         sw = doc.get("software") or {}
-        rows = [_row("file", _e(name)),
-                _row("liverburden version", _t(sw.get("version"), name, "software.version")),
-                _row("schema version", _e(doc.get("schema_version")))]
+        rows = [_row("file", _e(name))]
+        if sw.get("version") is not None:
+            rows.append(_row("liverburden version", _t(sw.get("version"), name, "software.version")))
+        if doc.get("schema_version") is not None:
+            rows.append(_row("schema version", _e(doc.get("schema_version"))))
         if doc.get("config") is not None:
             h = config_hash(doc["config"])
             rows.append(_row("config hash (sha256 of canonical JSON)",
