@@ -18,7 +18,9 @@ The study (written once; ~210 MB of DICOM + ~1 MB of masks):
 - ``liver.nii.gz`` / ``lesions.nii.gz``: the phantom of ``phantom.py`` on the
   same grid, written with SimpleITK (``--nii`` writes uncompressed ``.nii``).
 
-Timed (median of ``--runs``, warm page cache: every file was read before):
+Timed round robin (each of ``--runs`` rounds runs every route once, after an
+untimed warm-up round; median and minimum reported), warm page cache (every
+file was read before):
 
 sitk-series
     ``ImageSeriesReader.GetGDCMSeriesFileNames`` + ``ImageSeriesReader.Execute``

@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_measure.py              # N = 5 runs per route
-    python benchmarks/bench_measure.py --runs 11 --what-if
+    python benchmarks/bench_measure.py              # 5 timed rounds (round robin)
+    python benchmarks/bench_measure.py --runs 9 --what-if --wait-idle 600
     python benchmarks/bench_measure.py --small      # smoke test on a tiny phantom
 
 Routes (all on the phantom of ``phantom.py``: 512x512x400, 0.78x0.78x1.25 mm,
@@ -23,7 +23,10 @@ library
     (LD). Degenerate hulls (flat / collinear) fall back to all points.
     Also the liver voxel count.
 library-allvox
-    The same with every voxel centre given to Qhull (what one writes first).
+    The same with every voxel centre given to Qhull.
+library-plain
+    cc3d on the whole volume (no bounding box) and every voxel centre to
+    Qhull: what one tends to write first.
 sitk
     SimpleITK ``ConnectedComponent`` (fully connected = 26) +
     ``LabelShapeStatisticsImageFilter`` with ``ComputeFeretDiameterOn``
@@ -35,6 +38,10 @@ pyradiomics
 liverburden
     ``liverburden.measure_arrays(..., threads=1)`` and ``threads=2``; also
     computes SA, centroids, boxes, liver burden, RECIST selection.
+
+Timing is round robin (each round runs every route once, after one untimed
+warm-up round), so a busy neighbour on a shared machine slows every route
+alike; median and minimum are reported.
 
 The library route and liverburden must agree: same lesions, voxel counts,
 boxes, centroids, max 3-D diameter and LD (1e-6 mm); any disagreement is
@@ -152,12 +159,18 @@ def other_cpu_load(sample_s: float = 0.5) -> dict:
 def wait_idle(max_wait_s: float, busy_pct: float = 20.0) -> dict:
     """Wait (at most ``max_wait_s``) until other processes use less than ``busy_pct``
     percent of a core; returns the last sample."""
-    t_end = time.monotonic() + max_wait_s
+    t_start = time.monotonic()
+    t_end = t_start + max_wait_s
+    last_print = -1e9
     while True:
         s = other_cpu_load()
-        if s.get("other_processes_cpu_pct", 0.0) < busy_pct or time.monotonic() >= t_end:
+        now = time.monotonic()
+        if s.get("other_processes_cpu_pct", 0.0) < busy_pct or now >= t_end:
+            s["waited_s"] = round(now - t_start, 1)
             return s
-        print(f"  machine busy ({s}); waiting ...", flush=True)
+        if now - last_print >= 60.0:
+            print(f"  machine busy ({s}); waiting (at most {max_wait_s:.0f} s) ...", flush=True)
+            last_print = now
         time.sleep(5.0)
 
 

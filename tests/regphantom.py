@@ -183,20 +183,25 @@ def motion_transform(m: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_pair(m: dict, *, pre_grid: dict | None = None, tumors=(), zones=(), liver_shift_hu=0.0, supersample=1,
-              seed=0) -> dict:
+              seed=0, pre_volumes=None) -> dict:
     """Pre and post CT + liver masks for motion ``m`` (see :data:`MOTIONS`).
 
     The tumors are drawn in the pre scan, the ablation zones in the post scan (moved).
     Returns a dict: pre, post, liver_pre, liver_post (Volumes), R, t, and the pre
     liver voxel centres ``liver_points`` (LPS) for the transform error.
+    ``pre_volumes`` = (pre, liver_pre) of an earlier pair on the same pre grid: reused
+    (several motions of one planning scan), which saves their generation.
     """
     g = dict(PRE_GRID if pre_grid is None else pre_grid)
     d_pre = np.asarray(g.get("direction", np.eye(3)[:, ::-1]))
     R, t = motion_transform(m)
     d_post = oblique_direction(m.get("iop_deg", 0.0))
-    pre = make_volume(g["size"], g["spacing"], g["origin"], d_pre, seed=seed + 1, tumors=tumors,
-                      supersample=supersample)
-    lpre = make_volume(g["size"], g["spacing"], g["origin"], d_pre, kind="liver")
+    if pre_volumes is not None:
+        pre, lpre = pre_volumes
+    else:
+        pre = make_volume(g["size"], g["spacing"], g["origin"], d_pre, seed=seed + 1, tumors=tumors,
+                          supersample=supersample)
+        lpre = make_volume(g["size"], g["spacing"], g["origin"], d_pre, kind="liver")
     post = make_volume(m["size"], m["spacing"], m["origin"], d_post, transform=(R, t), seed=seed + 2, zones=zones,
                        liver_shift_hu=liver_shift_hu, supersample=supersample)
     lpost = make_volume(m["size"], m["spacing"], m["origin"], d_post, transform=(R, t), kind="liver")

@@ -34,6 +34,19 @@ def which(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path=_EXTRA_PATH + ":" + os.environ.get("PATH", ""))
 
 
+def dcmtk(name: str) -> str | None:
+    """Path of a dcmtk tool (not pynetdicom's app of the same name), or None."""
+    for cand in (which(name), f"/usr/bin/{name}"):
+        if cand and Path(cand).exists():
+            try:
+                out = subprocess.run([cand, "--version"], capture_output=True, text=True, timeout=10).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+            if "dcmtk" in out.lower():
+                return cand
+    return None
+
+
 def free_port() -> int:
     """An ephemeral TCP port on loopback that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -75,6 +88,7 @@ def make_study(
     liver_label: str = "Liver",
     lesion_label: str = "Tumor",
     with_seg: bool = True,
+    extra_segments: Sequence[tuple[str, np.ndarray]] = (),
 ) -> PhantomStudy:
     """A CT series (``n`` slices of ``rows`` x ``cols``) with an ellipsoidal liver and
     ellipsoidal lesions, and a SEG with a "Liver" segment and either one "Tumor"
@@ -129,6 +143,15 @@ def make_study(
                 )
             )
             planes.append(np.isin(lesions, grp))
+        for j, (label, mask) in enumerate(extra_segments, start=len(descs) + 1):
+            descs.append(
+                hd.seg.SegmentDescription(
+                    segment_number=j, segment_label=label,
+                    segmented_property_category=codes.SCT.Tissue, segmented_property_type=codes.SCT.Tissue,
+                    algorithm_type="MANUAL",
+                )
+            )
+            planes.append(np.asarray(mask, dtype=bool))
         seg = hd.seg.Segmentation(
             source_images=src,
             pixel_array=np.stack(planes, axis=-1).astype(np.uint8),
@@ -146,6 +169,64 @@ def make_study(
         seg.save_as(seg_path)
         files.append(seg_path)
     return PhantomStudy(root, ct, seg_path, liver, lesions, files)
+
+
+def couinaud_map(liver: np.ndarray) -> np.ndarray:
+    """A synthetic Couinaud map: the liver cut into 8 blocks (values 1..8), the right
+    lobe (5-8) on the low column side, enough for an FLR plan."""
+    n, rows, cols = liver.shape
+    zz, yy, xx = np.indices(liver.shape)
+    up = zz >= n // 2
+    right = xx < cols // 2
+    front = yy < rows // 2
+    seg = np.zeros(liver.shape, dtype=np.uint8)
+    seg[right & front & ~up] = 5
+    seg[right & ~front & ~up] = 6
+    seg[right & ~front & up] = 7
+    seg[right & front & up] = 8
+    left = ~right
+    seg[left & front & up] = 2
+    seg[left & ~front & up] = 3
+    seg[left & front & ~up] = 4
+    seg[left & ~front & ~up] = 1
+    seg[~liver] = 0
+    return seg
+
+
+def make_post(study: PhantomStudy, folder: Path | str, zone: np.ndarray, *, liver: bool = True) -> list[Path]:
+    """A post-ablation series of the same study (same pixels and grid, a new series)
+    and its SEG with an "Ablation zone" (and "Liver") segment; returns the files."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    root = Path(folder)
+    ct = dg.write_series(
+        root / "post", n=study.ct.size[0], rows=study.ct.size[1], cols=study.ct.size[2], stored=study.ct.stored,
+        pixel_spacing=(1.5, 1.5), slice_spacing=2.5, origin=(-48.0, -60.0, -30.0), study_uid=study.study_uid,
+        series_number=7, description="POST ABLATION", nested=False, seed=11,
+    )
+    src = [pydicom.dcmread(p) for p in ct.paths]
+    for ds in src:
+        for kw in ("PatientSex", "StudyID", "AccessionNumber", "ReferringPhysicianName", "PatientBirthDate"):
+            if kw not in ds:
+                setattr(ds, kw, "")
+    descs = [hd.seg.SegmentDescription(
+        segment_number=1, segment_label="Ablation zone", segmented_property_category=codes.SCT.Tissue,
+        segmented_property_type=codes.SCT.Tissue, algorithm_type="MANUAL")]
+    planes = [np.asarray(zone, dtype=bool)]
+    if liver:
+        descs.append(hd.seg.SegmentDescription(
+            segment_number=2, segment_label="Liver", segmented_property_category=codes.SCT.Organ,
+            segmented_property_type=codes.SCT.Liver, algorithm_type="MANUAL"))
+        planes.append(study.liver)
+    seg = hd.seg.Segmentation(
+        source_images=src, pixel_array=np.stack(planes, axis=-1).astype(np.uint8), segmentation_type="BINARY",
+        segment_descriptions=descs, series_instance_uid=dg.new_uid(), series_number=51,
+        sop_instance_uid=dg.new_uid(), instance_number=1, manufacturer="PHANTOM-SEGMENTER",
+        manufacturer_model_name="phantom", software_versions="1", device_serial_number="1",
+    )
+    seg.save_as(root / "post_seg.dcm")
+    return list(ct.paths) + [root / "post_seg.dcm"]
 
 
 def clone_datasets(files: Sequence[Path], *, phi: dict[str, str] | None = None) -> list[pydicom.Dataset]:
@@ -171,7 +252,11 @@ def clone_datasets(files: Sequence[Path], *, phi: dict[str, str] | None = None) 
     out = []
     for p in files:
         ds = pydicom.dcmread(p)
-        walk(ds)
+        if ds.Modality == "SEG":
+            walk(ds)  # references everywhere
+        else:
+            for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
+                setattr(ds, kw, new(str(getattr(ds, kw))))
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         for k, v in (phi or {}).items():
             setattr(ds, k, v)
@@ -184,10 +269,14 @@ def send_datasets(datasets: Sequence[pydicom.Dataset], port: int, *, called: str
     """C-STORE datasets over one association; SOPInstanceUID -> status."""
     from pynetdicom import AE
 
+    from pynetdicom import evt
+
+    from liverburden.pacs._send import no_delay
+
     ae = AE(ae_title=calling)
     for uid in sorted({str(ds.SOPClassUID) for ds in datasets}):
         ae.add_requested_context(uid, [pydicom.uid.ExplicitVRLittleEndian])
-    assoc = ae.associate(host, port, ae_title=called)
+    assoc = ae.associate(host, port, ae_title=called, evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)])
     if not assoc.is_established:
         raise ConnectionRefusedError("association rejected" if assoc.is_rejected else "association failed")
     out: dict[str, int] = {}
@@ -209,7 +298,7 @@ def send_files(
 ) -> dict[str, int]:
     """C-STORE ``files`` over one association; returns SOPInstanceUID -> status
     (only for instances that got a response). Raises if the association fails."""
-    from pynetdicom import AE, StoragePresentationContexts  # noqa: F401
+    from pynetdicom import AE
 
     ae = AE(ae_title=calling)
     classes = sorted({str(pydicom.dcmread(p, stop_before_pixels=True).SOPClassUID) for p in files[:1] + files[-1:]})
@@ -340,3 +429,11 @@ def test_phantom_seg_reads_back_on_the_ct(tmp_path):
     study = load_study(st.ct.folder, st.seg_path, st.seg_path, config=cfg)
     assert np.array_equal(study.liver.array > 0, st.liver)
     assert np.array_equal(study.lesions.array > 0, st.lesions > 0)
+
+
+if __name__ == "__main__":  # pragma: no cover - a sender process for the load test
+    # python tests/test_pacs_phantom.py send FOLDER PORT
+    _, cmd, folder, port = sys.argv
+    assert cmd == "send"
+    sent = send_datasets([pydicom.dcmread(p) for p in sorted(Path(folder).iterdir())], int(port))
+    sys.exit(0 if sent and set(sent.values()) == {0} else 1)

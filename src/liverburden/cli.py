@@ -64,6 +64,7 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true", help="print nothing on success")
     m.add_argument("-v", "--verbose", action="store_true", help="log progress (never identifiers)")
     m.add_argument("--debug", action="store_true", help="print a traceback on internal errors")
+    m.add_argument("--report", action="store_true", help="also write OUT/report.html, the visual QC report")
     g = sub.add_parser("margin", help="ablation margin: register post to pre CT, 3-D margin per tumor, A0/A1/A2")
     g.add_argument("--pre", required=True, help="pre-ablation (planning) CT: DICOM folder/file or NIfTI/NRRD")
     g.add_argument("--post", required=True, help="post-ablation (control) CT: DICOM folder/file or NIfTI/NRRD")
@@ -84,6 +85,7 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true")
     g.add_argument("-v", "--verbose", action="store_true")
     g.add_argument("--debug", action="store_true")
+    g.add_argument("--report", action="store_true", help="also write OUT/report.html, the visual QC report")
     c = sub.add_parser("compare", help="follow-up comparison: lesion tracking, RECIST 1.1, remnant burden")
     c.add_argument("bundles", nargs="+", help="baseline bundle, then follow-up bundles, in time order")
     c.add_argument("--labels", help="comma-separated time point labels (default: bundle folder names)")
@@ -93,6 +95,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true")
     c.add_argument("-v", "--verbose", action="store_true")
     c.add_argument("--debug", action="store_true")
+    c.add_argument("--report", action="store_true", help="also write OUT/report.html, the visual QC report")
     b = sub.add_parser("batch", help="many studies from a manifest, locally or on Dask")
     b.add_argument("manifest", help="CSV manifest (columns: see README)")
     b.add_argument("--out", required=True, help="results folder")
@@ -104,6 +107,11 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true")
     b.add_argument("-v", "--verbose", action="store_true")
     b.add_argument("--debug", action="store_true")
+    b.add_argument("--report", action="store_true",
+                   help="also write report.html in every study, patient and the cohort folder")
+    from .report._html import add_cli as _add_report_cli
+
+    _add_report_cli(sub)
     return p
 
 
@@ -116,6 +124,18 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         print(f"{summary['ok']}/{summary['studies']} studies ok, {summary['failed']} failed "
               f"({summary['skipped_by_resume']} skipped by --resume); {summary['patients_compared']} patients compared; "
               f"tables in {args.out}")
+    if args.report:
+        from .report._html import write_report
+
+        root = Path(args.out)
+        folders = sorted({p.parent for pat in ("studies/**/measurements.json", "studies/**/margin.json",
+                                               "patients/**/response.json") for p in root.glob(pat)})
+        for folder in folders + [root]:
+            try:
+                write_report(folder, config=args.config)
+            except LiverburdenError as exc:  # one study's report must not fail the batch
+                print(f"warning: no report for {folder.relative_to(root) if folder != root else 'the cohort'}: {exc}",
+                      file=sys.stderr)
     return EXIT_OK if summary["failed"] == 0 else EXIT_SOME_FAILED
 
 
@@ -138,6 +158,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         for w in doc["warnings"]:
             print(f"warning: {w}")
         print(f"wrote {args.out}/response.json")
+    if args.report:
+        from .report._html import write_report
+
+        write_report(args.out, config=args.config)
     return EXIT_OK
 
 
@@ -167,6 +191,10 @@ def _cmd_margin(args: argparse.Namespace) -> int:
         for w in d["warnings"]:
             print(f"warning: {w}")
         print(f"wrote {args.out}/margin.json (total {run.timing_s['total']:.1f} s)")
+    if args.report:
+        from .report._html import write_report
+
+        write_report(args.out, config=args.config)
     return EXIT_OK
 
 
@@ -244,6 +272,10 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print(_summary(run.document, Path(args.out), run.timing_s))
+    if args.report:
+        from .report._html import write_report
+
+        write_report(args.out, config=args.config)
     return EXIT_OK
 
 
@@ -266,6 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_compare(args)
         if args.command == "batch":
             return _cmd_batch(args)
+        if args.command == "report":
+            from .report._html import run_cli as _run_report
+
+            return _run_report(args)
         parser.error(f"unknown command {args.command}")
     except LiverburdenError as exc:
         print(f"liverburden: error: {exc}", file=sys.stderr)

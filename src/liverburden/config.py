@@ -8,6 +8,7 @@ built-in default (``liverburden/data/default.toml``, copied to
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from importlib import resources
 from pathlib import Path
@@ -25,14 +26,37 @@ from ._exceptions import ConfigError
 __all__ = ["default_config", "load_config", "merge_config", "validate_config"]
 
 
+@functools.lru_cache(maxsize=1)
+def _default_text() -> str:
+    return resources.files("liverburden").joinpath("data/default.toml").read_text(encoding="utf-8")
+
+
 def _read_default() -> dict[str, Any]:
-    text = resources.files("liverburden").joinpath("data/default.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
+    return tomllib.loads(_default_text())
 
 
-def _schema() -> dict[str, Any]:
+@functools.lru_cache(maxsize=1)
+def _validator() -> Any:
     text = resources.files("liverburden").joinpath("schemas/config.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    schema = json.loads(text)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+@functools.lru_cache(maxsize=64)
+def _validated_key(key: str) -> None:
+    """Remember configurations already validated (keyed by canonical JSON)."""
+    cfg = json.loads(key)
+    err = next(iter(sorted(_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))), None)
+    if err is not None:
+        raise _Invalid(err)
+
+
+class _Invalid(Exception):
+    def __init__(self, err: Any) -> None:
+        super().__init__(err.message)
+        self.err = err
 
 
 def default_config() -> dict[str, Any]:
@@ -61,14 +85,21 @@ def merge_config(base: Mapping[str, Any], override: Mapping[str, Any], *, where:
 def validate_config(cfg: Mapping[str, Any], *, where: str = "config") -> dict[str, Any]:
     """Validate a resolved configuration against its JSON Schema."""
     try:
-        jsonschema.validate(dict(cfg), _schema())
-    except jsonschema.ValidationError as exc:
-        path = ".".join(str(p) for p in exc.absolute_path) or "(top)"
-        raise ConfigError(f"{where}: invalid value at '{path}': {exc.message}") from None
+        _validated_key(json.dumps(cfg, sort_keys=True))
+    except _Invalid as exc:
+        path = ".".join(str(p) for p in exc.err.absolute_path) or "(top)"
+        raise ConfigError(f"{where}: invalid value at '{path}': {exc.err.message}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: not a valid configuration ({exc})") from None
     th = cfg["thresholds"]
     if th["involvement_favourable_pct"] > th["involvement_milan_pct"]:
         raise ConfigError(f"{where}: thresholds.involvement_favourable_pct must not exceed involvement_milan_pct")
     return dict(cfg)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_resolved() -> dict[str, Any]:
+    return validate_config(_read_default(), where="built-in defaults")
 
 
 def load_config(
@@ -101,7 +132,7 @@ def load_config(
 def resolve_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
     """Accept None (defaults), a path, or a (partial) mapping; return it resolved."""
     if config is None:
-        return load_config()
+        return copy.deepcopy(_default_resolved())
     if isinstance(config, (str, Path)):
         return load_config(config)
     return validate_config(merge_config(_read_default(), config), where="config")

@@ -138,7 +138,7 @@ def measure_study(
     if input_paths:
         inputs_doc = {
             "note": "local file: input paths may reveal patient data; never export it",
-            "inputs": {role: [str(p) for p in paths] for role, paths in study.input_files.items()},
+            "inputs": {role: [str(Path(p).resolve()) for p in paths] for role, paths in study.input_files.items()},
             "sha256": {role: v["sha256"] for role, v in hashes.items()},
         }
     paths = write_bundle(out, doc, res.label_array(), study.image, inputs_doc)
@@ -328,16 +328,15 @@ def margin_study(
 
         for t in res.tumors:
             p = outp / f"margin_tumor_{t.id}.png"
-            ids = np.zeros(tumor_v.shape, dtype=bool)
             vals = np.asarray(tumor_v.array)
-            ids = vals == t.id if vals.max() > 1 else vals != 0
+            ids = vals != 0  # every tumor outlined; the cross marks this tumor's minimal margin
             margin_figure(p, pre_img, ids, zone_pre, t, t.surface_margins_mm, res.threshold_mm)
             paths[f"png_{t.id}"] = p
     if input_paths:
         paths["inputs"] = outp / "inputs.json"
         write_json_atomic(paths["inputs"], {
             "note": "local file: input paths may reveal patient data; never export it",
-            "inputs": {role: [str(p) for p in ps] for role, ps in files.items()},
+            "inputs": {role: [str(Path(p).resolve()) for p in ps] for role, ps in files.items()},
         })
     paths["json"] = outp / "margin.json"
     write_json_atomic(paths["json"], doc)

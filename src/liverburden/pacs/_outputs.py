@@ -181,8 +181,13 @@ def _sr(sources, seg, doc: Mapping[str, Any], margin: Mapping[str, Any] | None, 
             qualitative_evaluations=quals or None,
         )
         if seg is not None:
-            groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-                referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, k), **common))
+            # ReferencedSegment.from_segmentation fails on a one-segment SEG (highdicom 0.28
+            # looks for a per-frame SegmentIdentificationSequence, which is shared then), and
+            # would list every source frame per lesion: reference the source series instead.
+            ref = hd.sr.ReferencedSegment(
+                sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=k,
+                source_series=hd.sr.SourceSeriesForSegmentation(str(sources[0].SeriesInstanceUID)))
+            groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=ref, **common))
         else:
             groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(**common))
     liver = doc["liver"]

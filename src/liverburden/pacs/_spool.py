@@ -251,11 +251,13 @@ class Spool:
     def scan(self, quiet_seconds: float, *, now_ns: int | None = None) -> list[str]:
         """Queue every study folder quiet for ``quiet_seconds`` whose instances
         changed since its last run; returns the study keys queued."""
-        queued = []
+        queued: list[str] = []
         try:
             entries = list(os.scandir(self.studies_dir))
         except FileNotFoundError:
             return queued
+        with self.db() as con:
+            seen = dict(con.execute("SELECT skey, dir_mtime_ns FROM studies").fetchall())
         for e in entries:
             if not e.is_dir():
                 continue
@@ -266,8 +268,7 @@ class Spool:
             now = time.time_ns() if now_ns is None else now_ns
             if now - mt < quiet_seconds * 1e9:
                 continue
-            row = self.study(e.name)
-            if row is not None and row.dir_mtime_ns == mt:
+            if seen.get(e.name) == mt:
                 continue
             files = self.instance_files(e.name)
             if not files:

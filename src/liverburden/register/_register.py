@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .._exceptions import RegistrationError
+from .._exceptions import MaskError, RegistrationError
 from ..geometry import Volume
 from ..io import volume_to_sitk
 
@@ -247,6 +247,9 @@ def register_volumes(
     lp = volume_to_sitk(liver_pre, (np.asarray(liver_pre.array) != 0).astype(np.uint8)) if liver_pre is not None else None
     lq = volume_to_sitk(liver_post, (np.asarray(liver_post.array) != 0).astype(np.uint8)) if liver_post is not None else None
 
+    for what, m in (("pre liver mask", liver_pre), ("post liver mask", liver_post)):
+        if m is not None and not np.any(np.asarray(m.array)):
+            raise MaskError(f"{m.source or what}: {what} is empty (is the liver in this scan's field of view?)")
     tx: sitk.Transform
     metric_name = None
     final = iters = stop = None

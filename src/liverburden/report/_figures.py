@@ -84,9 +84,16 @@ def _figure(width_px: int, height_px: int) -> Figure:
     return fig
 
 
-def _png(fig: Figure) -> bytes:
+def _png(fig: Figure, *, drawn: bool = False) -> bytes:
+    """The figure as PNG bytes; ``drawn=True`` reuses the canvas of a ``fig.canvas.draw()`` made after
+    the last artist was added (the one whose transforms gave the pixel positions)."""
+    from PIL import Image
+
+    if not drawn:
+        fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, facecolor=fig.get_facecolor(), metadata={"Software": None})
+    Image.fromarray(rgba[..., :3]).save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -123,12 +130,15 @@ def _contour(ax, plane: Plane, mask2d: np.ndarray, colour, lw: float = 1.2, ls: 
     m = np.asarray(mask2d, dtype=bool)
     if not m.any():
         return False
-    xc, yc = plane.centres()
-    # pad by one voxel so a mask touching the edge still closes its contour
+    rows = np.flatnonzero(m.any(axis=1))
+    cols = np.flatnonzero(m.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     su, sv = plane.pixel_mm
-    xp = np.concatenate([[xc[0] - su], xc, [xc[-1] + su]])
-    yp = np.concatenate([[yc[0] - sv], yc, [yc[-1] + sv]])
-    ax.contour(xp, yp, np.pad(m, 1).astype(float), levels=[0.5], colors=[colour], linewidths=lw, linestyles=ls)
+    # the mask's bounding box, padded by one voxel so a mask touching the edge still closes its contour
+    xp = np.arange(c0 - 1, c1 + 1) * su
+    yp = np.arange(r0 - 1, r1 + 1) * sv
+    ax.contour(xp, yp, np.pad(m[r0:r1, c0:c1], 1).astype(float), levels=[0.5], colors=[colour], linewidths=lw,
+               linestyles=ls)
     return True
 
 
@@ -296,7 +306,7 @@ def lesion_picture(
         "sa_colour": list(SA_COLOUR),
         "notes": notes,
     }
-    png = _png(fig)
+    png = _png(fig, drawn=True)
     caption = (f"Lesion {lid}, axial slice {plane.index} of its longest diameter. Left: the whole slice (box: zoom). "
                "Right: lesion contour (red), other lesions (orange), liver (yellow); LD (cyan) and SA (magenta) drawn "
                "between the end points of measurements.json.")
@@ -487,7 +497,7 @@ def involvement_picture(value_pct: float, favourable_pct: float, milan_pct: floa
     drawn = {"value_px": _pixels(fig, ax, [[value_pct, 0.5]])[0]}
     caption = (f"Hepatic involvement against its bands: < {favourable_pct:g} % (most cited favourable group), "
                f"< {milan_pct:g} % (Milan criteria), and above.")
-    return Picture("involvement", "Involvement", caption, _png(fig), drawn)
+    return Picture("involvement", "Involvement", caption, _png(fig, drawn=True), drawn)
 
 
 # --------------------------------------------------------------------------- margin
@@ -525,11 +535,6 @@ def margin_picture(
         _zoom(ax, float(s[0]), float(s[1]), zoom_mm)
         ax.set_title(_view_title(plane), fontsize=9)
         axes.append((ax, plane, s))
-    fig.canvas.draw()
-    for ax, plane, s in axes:
-        drawn["views"][plane.view] = {"slice_index": plane.index, "letters": list(plane.letters),
-                                      "point_screen_mm": s[:2].tolist(), "point_slice_coord": float(s[2]),
-                                      "point_png_px": _pixels(fig, ax, [s[:2]])[0]}
     ax = fig.add_axes((0.64, 0.16, 0.345, 0.69))
     if surface_margins_mm is not None and len(surface_margins_mm):
         m = np.asarray(surface_margins_mm, dtype=float)
@@ -548,10 +553,15 @@ def margin_picture(
     unc = ", uncertain" if tumor_doc.get("uncertain") else ""
     fig.suptitle(f"tumor {tid}: minimal margin {float(tumor_doc['min_margin_mm']):.1f} mm, coverage "
                  f"{float(tumor_doc['coverage_pct']):.1f} %: {cls}{unc}", fontsize=10)
+    fig.canvas.draw()
+    for vax, plane, s in axes:
+        drawn["views"][plane.view] = {"slice_index": plane.index, "letters": list(plane.letters),
+                                      "point_screen_mm": s[:2].tolist(), "point_slice_coord": float(s[2]),
+                                      "point_png_px": _pixels(fig, vax, [s[:2]])[0]}
     caption = (f"Tumor {tid}: slices through the minimal-margin point (cyan +) with the tumor (red) and the ablation "
                f"zone carried into the pre scan (green); histogram of the signed margin at every tumor surface voxel "
                f"with the 0 mm and {threshold_mm:g} mm lines.")
-    return Picture(f"margin_tumor_{tid}", f"Tumor {tid}", caption, _png(fig), drawn)
+    return Picture(f"margin_tumor_{tid}", f"Tumor {tid}", caption, _png(fig, drawn=True), drawn)
 
 
 def registration_picture(
@@ -612,59 +622,65 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def sod_picture(timepoints: Sequence[Mapping[str, Any]]) -> Picture:
+def sod_picture(timepoints: Sequence[Mapping[str, Any]], *, pr_decrease_pct: float = 30.0,
+                pd_increase_pct: float = 20.0, pd_increase_min_mm: float = 5.0) -> Picture:
     """Target SoD over time with the PR line (-30 % from baseline), the PD lines (+20 % and
-    +5 mm from the nadir before each time point; PD needs both), the nadir marked and
-    each time point's response."""
+    +5 mm above the nadir before each time point; PD needs both), the nadir marked and
+    each time point's response. The nadir of a time point is its ``nadir_mm`` when the
+    file gives it, else the smallest SoD before it; thresholds as configured."""
     labels = [str(t.get("label")) for t in timepoints]
     sod = [_num(t.get("target_sod_mm")) for t in timepoints]
     x = np.arange(len(timepoints), dtype=float)
-    fig = _figure(800, 420)
-    ax = fig.add_axes((0.09, 0.14, 0.66, 0.76))
+    fig = _figure(820, 420)
+    ax = fig.add_axes((0.09, 0.14, 0.62, 0.76))
     ok = [i for i, v in enumerate(sod) if v is not None]
     ax.plot([x[i] for i in ok], [sod[i] for i in ok], "-o", color="black", lw=1.5, ms=5, label="target SoD")
     drawn: dict[str, Any] = {"x": x.tolist(), "sod_mm": sod}
     base = sod[0] if sod and sod[0] is not None else None
     if base is not None:
-        ax.axhline(0.7 * base, color="#1a9850", ls="--", lw=1, label="PR: -30 % from baseline")
-        drawn["pr_line_mm"] = 0.7 * base
-    pd20, pd5 = [], []
-    nadir = None
+        ax.axhline((1 - pr_decrease_pct / 100.0) * base, color="#1a9850", ls="--", lw=1,
+                   label=f"PR: -{pr_decrease_pct:g} % from baseline")
+        drawn["pr_line_mm"] = (1 - pr_decrease_pct / 100.0) * base
+    pd_pct, pd_mm = [], []
     for i in range(1, len(sod)):
-        prev = [v for v in sod[:i] if v is not None]
-        if not prev:
-            continue
-        nad = min(prev)
-        pd20.append((i, 1.2 * nad))
-        pd5.append((i, nad + 5.0))
-    for pts, c, lab in ((pd20, "#d73027", "PD: +20 % from nadir"), (pd5, "#f46d43", "PD: +5 mm from nadir")):
+        nad = _num(timepoints[i].get("nadir_mm"))
+        if nad is None:
+            prev = [v for v in sod[:i] if v is not None]
+            if not prev:
+                continue
+            nad = min(prev)
+        pd_pct.append((i, (1 + pd_increase_pct / 100.0) * nad))
+        pd_mm.append((i, nad + pd_increase_min_mm))
+    for pts, c, ls, lab in ((pd_pct, "#d73027", "--", f"PD: +{pd_increase_pct:g} % from nadir"),
+                            (pd_mm, "#f46d43", ":", f"PD: +{pd_increase_min_mm:g} mm from nadir")):
         for j, (i, yv) in enumerate(pts):
-            ax.plot([i - 0.45, i + 0.45], [yv, yv], color=c, ls=":" if c == "#f46d43" else "--", lw=1.2,
-                    label=lab if j == 0 else None)
-    drawn["pd20_mm"] = pd20
-    drawn["pd5_mm"] = pd5
+            ax.plot([i - 0.45, i + 0.45], [yv, yv], color=c, ls=ls, lw=1.4, label=lab if j == 0 else None)
+    drawn["pd20_mm"] = pd_pct
+    drawn["pd5_mm"] = pd_mm
+    nadir = None
     if ok:
         i_n = min(ok, key=lambda i: (sod[i], i))
         nadir = (i_n, sod[i_n])
         ax.plot([i_n], [sod[i_n]], marker="v", color="#2166ac", ms=11, ls="none", label="nadir", zorder=5)
     drawn["nadir"] = nadir
-    ymax = max([v for v in sod if v is not None] + [0.0])
+    ymax = max([v for v in sod if v is not None] + [y for _, y in pd_pct] + [0.0])
     for i, t in enumerate(timepoints):
         r = t.get("response")
         if r and sod[i] is not None:
             ax.annotate(str(r), (i, sod[i]), xytext=(0, 8), textcoords="offset points", ha="center", fontsize=9,
                         fontweight="bold", color=RESPONSE_COLORS_TEXT.get(r, "black"))
     ax.set_xticks(x)
-    ax.set_xticklabels(labels, fontsize=8, rotation=0)
+    ax.set_xticklabels(labels, fontsize=8, rotation=0 if len(labels) < 8 else 45)
     ax.set_xlim(-0.6, max(len(x) - 0.4, 0.6))
-    ax.set_ylim(0, max(1.0, ymax * 1.35 + 6.0))
+    ax.set_ylim(0, max(1.0, ymax * 1.15 + 6.0))
     ax.set_ylabel("sum of target diameters (mm)", fontsize=9)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title("target SoD over time (RECIST 1.1)", fontsize=10)
-    caption = ("Sum of the baseline targets' diameters at each time point; PR line at -30 % of baseline; PD needs "
-               "+20 % and +5 mm above the nadir before the time point (dashed/dotted steps); nadir marked.")
+    caption = (f"Sum of the baseline targets' diameters at each time point; PR line at -{pr_decrease_pct:g} % of "
+               f"baseline; PD needs +{pd_increase_pct:g} % and +{pd_increase_min_mm:g} mm above the nadir before the "
+               "time point (dashed and dotted steps), or a new lesion; nadir marked.")
     return Picture("sod_over_time", "SoD over time", caption, _png(fig), drawn)
 
 
@@ -701,12 +717,15 @@ def spider_picture(series: Mapping[str, Sequence[tuple[str, float]]]) -> Picture
     """Change of target SoD from baseline per patient over the time points, with -30/+20 % lines."""
     fig = _figure(900, 420)
     ax = fig.add_axes((0.09, 0.14, 0.75, 0.76))
+    from matplotlib.ticker import MaxNLocator
+
     for patient, pts in series.items():
         ax.plot(range(len(pts)), [p[1] for p in pts], "-o", ms=3, lw=1, label=str(patient))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.axhline(-30, color="#1a9850", ls="--", lw=1)
     ax.axhline(20, color="#d73027", ls="--", lw=1)
     ax.axhline(0, color="black", lw=0.6)
-    ax.set_xlabel("time point (order)", fontsize=8)
+    ax.set_xlabel("time point (0 = baseline)", fontsize=8)
     ax.set_ylabel("change of target SoD from baseline (%)", fontsize=8)
     ax.tick_params(labelsize=7)
     if len(series) <= 20:
@@ -719,8 +738,8 @@ def spider_picture(series: Mapping[str, Sequence[tuple[str, float]]]) -> Picture
 
 def km_picture(survival: Mapping[str, Any]) -> Picture:
     """Kaplan-Meier curves per group (step functions), with the log-rank p and the hazard ratio."""
-    fig = _figure(800, 420)
-    ax = fig.add_axes((0.09, 0.14, 0.66, 0.76))
+    fig = _figure(760, 420)
+    ax = fig.add_axes((0.09, 0.13, 0.87, 0.78))
     groups = survival.get("groups") or {}
     colours = {"high": "#d73027", "low": "#4575b4"}
     drawn: dict[str, Any] = {"groups": []}
@@ -732,8 +751,11 @@ def km_picture(survival: Mapping[str, Any]) -> Picture:
             continue
         tt = [0.0] + [a for a, _ in pts] if pts[0][0] != 0.0 else [a for a, _ in pts]
         ss = [1.0] + [b for _, b in pts] if pts[0][0] != 0.0 else [b for _, b in pts]
-        ax.step(tt, ss, where="post", color=colours.get(name), lw=1.6, label=f"{name} remnant burden" if name in
-                colours else str(name))
+        n = g.get("n")
+        lab = f"{name} remnant burden" if name in colours else str(name)
+        if n is not None:
+            lab += f" (n={n}" + (f", {g['events']} events" if g.get("events") is not None else "") + ")"
+        ax.step(tt, ss, where="post", color=colours.get(name), lw=1.6, label=lab)
         drawn["groups"].append(str(name))
     ax.set_ylim(-0.02, 1.05)
     ax.set_xlim(left=0)
@@ -746,8 +768,8 @@ def km_picture(survival: Mapping[str, Any]) -> Picture:
         txt.append(f"log-rank p = {float(survival['logrank_p']):.3g}")
     if _num(survival.get("hazard_ratio")) is not None:
         txt.append(f"HR = {float(survival['hazard_ratio']):.2f}")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-              title="\n".join(txt) if txt else None, title_fontsize=8)
+    ax.legend(fontsize=8, loc="lower left", frameon=True, framealpha=0.9,
+              title=", ".join(txt) if txt else None, title_fontsize=8)
     ax.set_title("Kaplan-Meier", fontsize=10)
     caption = "Kaplan-Meier survival by remnant tumor burden group" + (f" ({', '.join(txt)})." if txt else ".")
     return Picture("kaplan_meier", "Kaplan-Meier", caption, _png(fig), drawn)

@@ -45,7 +45,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .._exceptions import ExportError, GeometryError, InputError, LiverburdenError
+from .._exceptions import ExportError, InputError, LiverburdenError
 from .._version import __version__
 from ..config import resolve_config
 from ..geometry import Volume, match_to_grid
@@ -637,7 +637,7 @@ def _margin_sections(ctx: _Context, mdoc: dict[str, Any], inputs: dict[str, Any]
             _row("margin quartiles", " / ".join(_n(v, src, f"{k}margin_quartiles_mm.{j}", 1) for j, v in enumerate(q))
                  + " mm"),
             _row(f"surface &lt; 0 / 0&ndash;{thr:g} / &ge; {thr:g} mm",
-                 " / ".join(_n(None if sf.get(key) is None else sf.get(key), src, f"{k}surface_fraction.{key}", 3)
+                 " / ".join(_n(sf.get(key), src, f"{k}surface_fraction.{key}", 3)
                             for key in ("below_0", "from_0_to_threshold", "at_least_threshold"))),
             _row("coverage", _n(t.get("coverage_pct"), src, k + "coverage_pct", 1, "%")),
             _row("tumor volume", _n(t.get("volume_ml"), src, k + "volume_ml", 2, "mL")),
@@ -668,32 +668,46 @@ _RESPONSE_WORDS = {"CR": "complete response", "PR": "partial response", "SD": "s
 def _response_sections(ctx: _Context, rdoc: dict[str, Any]) -> list[tuple[str, str, str]]:
     src = "response.json"
     tps = list(rdoc.get("timepoints") or [])
-    rows = [_row("time point", "target SoD", "from baseline", "from nadir", "new lesions", "response", "reason",
-                 head=True)]
+    cc = (rdoc.get("config") or {}).get("compare") or {}
+    pr = _num(cc.get("pr_decrease_pct")) or 30.0
+    pdp = _num(cc.get("pd_increase_pct")) or 20.0
+    pdm = _num(cc.get("pd_increase_min_mm")) or 5.0
+    rows = [_row("time point", "target SoD", "from baseline", "nadir before", "from nadir", "new lesions", "response",
+                 "reason", "SoD all lesions", "tumor volume", head=True)]
     for i, t in enumerate(tps):
         k = f"timepoints.{i}."
         r = t.get("response")
         rows.append(_row(_t(t.get("label"), src, k + "label"),
                          _n(t.get("target_sod_mm"), src, k + "target_sod_mm", 1, "mm"),
                          _n(t.get("change_from_baseline_pct"), src, k + "change_from_baseline_pct", 1, "%"),
+                         _n(t.get("nadir_mm"), src, k + "nadir_mm", 1, "mm") if "nadir_mm" in t else "&ndash;",
                          _n(t.get("change_from_nadir_pct"), src, k + "change_from_nadir_pct", 1, "%"),
                          _e(", ".join(str(x) for x in t.get("new_lesions") or []) or "none"),
                          _t(r, src, k + "response") + f" <span class='words'>({_e(_RESPONSE_WORDS.get(r, r))})</span>",
-                         _e(t.get("reason"))))
+                         _e(t.get("reason")),
+                         _n(t.get("sum_diameters_all_mm"), src, k + "sum_diameters_all_mm", 1, "mm")
+                         if "sum_diameters_all_mm" in t else "&ndash;",
+                         _n(t.get("tumor_volume_ml"), src, k + "tumor_volume_ml", 2, "mL")
+                         if "tumor_volume_ml" in t else "&ndash;"))
     body = ""
     if tps:
-        pic = F.sod_picture(tps)
+        pic = F.sod_picture(tps, pr_decrease_pct=pr, pd_increase_pct=pdp, pd_increase_min_mm=pdm)
         ctx.pictures.append(pic)
         body += _figure_html(ctx, pic)
     body += _table(rows)
     rem = rdoc.get("remnant")
     if rem:
-        thr = _num(((rdoc.get("config") or {}).get("thresholds") or {}).get("remnant_sod_high_mm")) or 50.0
+        thr = _num(rem.get("threshold_mm")) or _num(((rdoc.get("config") or {}).get("thresholds") or {})
+                                                    .get("remnant_sod_high_mm")) or 50.0
         body += ("<h3>Remnant tumor burden (Du et al.)</h3><p>At "
                  f"{_t(rem.get('label'), src, 'remnant.label')}: SoD of all lesions "
                  f"{_n(rem.get('remnant_sod_mm'), src, 'remnant.remnant_sod_mm', 1, 'mm')}: "
                  f"<strong>{_t(rem.get('remnant_burden'), src, 'remnant.remnant_burden')}</strong> remnant burden "
                  f"(high when &gt; {thr:g} mm).</p>")
+    warnings = rdoc.get("warnings") or []
+    if warnings:
+        body += "<h3>Warnings</h3><ul class='warnings'>" + "".join(
+            f"<li>{_t(w, src, f'warnings.{i}')}</li>" for i, w in enumerate(warnings)) + "</ul>"
     return [("followup", "Follow-up (RECIST 1.1)", body)]
 
 
@@ -729,8 +743,11 @@ def _cohort_sections(ctx: _Context, out: Path) -> list[tuple[str, str, str]]:
             series: dict[str, list[tuple[str, float]]] = {}
             for r in rows:
                 v = _num(r.get("change_from_baseline_pct"))
+                pat = str(r.get("patient"))
+                if v is None and pat not in series and not (r.get("response") or "").strip():
+                    v = 0.0  # the baseline row: 0 % by definition
                 if v is not None:
-                    series.setdefault(str(r.get("patient")), []).append((str(r.get("label")), v))
+                    series.setdefault(pat, []).append((str(r.get("label")), v))
             pic = F.spider_picture(series)
             ctx.pictures.append(pic)
             body += _figure_html(ctx, pic)
@@ -753,10 +770,35 @@ def _cohort_sections(ctx: _Context, out: Path) -> list[tuple[str, str, str]]:
         sdoc = _read_json(sp)
         pic = F.km_picture(sdoc)
         ctx.pictures.append(pic)
-        body += "<h3>Survival</h3>" + _figure_html(ctx, pic) + _table([
-            _row("log-rank p", _n(sdoc.get("logrank_p"), "survival.json", "logrank_p", 4)),
-            _row("hazard ratio (high vs low)", _n(sdoc.get("hazard_ratio"), "survival.json", "hazard_ratio", 2)),
-        ], "kv")
+        sj = "survival.json"
+        ci = sdoc.get("hazard_ratio_ci95") or []
+        rows = [_row("log-rank p", _n(sdoc.get("logrank_p"), sj, "logrank_p", 4)),
+                _row("hazard ratio (high vs low)", _n(sdoc.get("hazard_ratio"), sj, "hazard_ratio", 2)
+                     + ("" if len(ci) != 2 else " (95 % CI " + _n(ci[0], sj, "hazard_ratio_ci95.0", 2) + " to "
+                        + _n(ci[1], sj, "hazard_ratio_ci95.1", 2) + ")"))]
+        for g, d in (sdoc.get("groups") or {}).items():
+            if isinstance(d, Mapping) and "n" in d:
+                rows.append(_row(f"{_e(g)} remnant burden", _n(d.get("n"), sj, f"groups.{g}.n") + " patients, "
+                                 + _n(d.get("events"), sj, f"groups.{g}.events") + " events, median "
+                                 + _n(d.get("median_months"), sj, f"groups.{g}.median_months", 1, "months")))
+        body += "<h3>Survival</h3>" + _figure_html(ctx, pic) + _table(rows, "kv")
+    smp = out / "summary.json"
+    if smp.exists() and body:
+        sm = _read_json(smp)
+        body = ("<p>" + _n(sm.get("ok"), "summary.json", "ok") + " of " + _n(sm.get("studies"), "summary.json", "studies")
+                + " studies succeeded, " + _n(sm.get("failed"), "summary.json", "failed") + " failed; "
+                + _n(sm.get("patients_compared"), "summary.json", "patients_compared")
+                + " patients compared.</p>" + body)
+    ep = out / "errors.csv"
+    if ep.exists():
+        errs = _read_csv(ep)
+        if errs:
+            tr = [_row("row", "patient", "time point", "error", head=True)]
+            for r in errs:
+                tr.append(_row(_e(r.get("row")), _e(r.get("patient")), _e(r.get("timepoint")), _e(r.get("error_class"))))
+            # the messages name input files (paths may reveal patient data): they stay in errors.csv
+            body += (f"<h3>Failed studies ({len(errs)})</h3>" + _table(tr, "small")
+                     + "<p>The error messages are in errors.csv (they name input files).</p>")
     stp = out / "studies.csv"
     if stp.exists():
         rows = _read_csv(stp)
@@ -857,9 +899,9 @@ footer { margin-top: 2rem; color: var(--muted); font-size: .8rem; border-top: 1p
 
 
 def _figure_html(ctx: _Context, pic: F.Picture) -> str:
-    from PIL import Image  # matplotlib's own dependency
-
     import io as _io
+
+    from PIL import Image  # matplotlib's own dependency
 
     w, h = Image.open(_io.BytesIO(pic.png)).size
     b64 = base64.b64encode(pic.png).decode("ascii")

@@ -1,0 +1,266 @@
+"""The C-STORE SCP (pynetdicom) and the process that supervises the workers.
+
+As pynetdicom's storescp: the store handler only stores and returns a status.
+It writes the instance durably to the spool (temporary file, fsync, rename,
+fsync of the folder) BEFORE answering Success, and never measures. Which
+studies are complete, their runs and the sending of results happen in
+separate worker processes (:mod:`liverburden.pacs._worker`) that share the
+spool's persisted queue.
+
+Associations are accepted only from the configured peers (calling AE title
+AND network address, ``[[listener.allowed]]``); any other is rejected during
+association negotiation (A-ASSOCIATE-RJ, "calling AE title not recognised"),
+as is a wrong called AE title. Nothing logged names a patient, a study or an
+instance: studies appear by their salted key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from ._config import peers
+from ._send import no_delay, server_ssl_context
+from ._spool import Spool
+
+__all__ = ["Listener", "run_listener"]
+
+log = logging.getLogger(__name__)
+
+#: Storage SOP classes accepted: CT, MR (classic and enhanced), SEG.
+STORAGE_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image Storage
+    "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image Storage
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation Storage
+)
+
+#: Transfer syntaxes accepted: uncompressed, deflated, and the common compressed ones.
+TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired)
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203",  # HTJ2K
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+)
+
+_VERIFICATION = "1.2.840.10008.1.1"
+
+
+def _pynetdicom() -> Any:
+    try:
+        import pynetdicom
+    except ImportError:
+        from .._exceptions import ConfigError
+
+        raise ConfigError("the DICOM listener needs pynetdicom: pip install 'liverburden[pacs]'") from None
+    return pynetdicom
+
+
+def _reject(assoc: Any, diagnostic: int) -> None:
+    """A-ASSOCIATE-RJ (permanent, service user), and wait until it is on the wire:
+    pynetdicom closes the socket right after the EVT_REQUESTED handlers return,
+    which could otherwise drop the PDU and leave the peer with a bare abort."""
+    assoc.acse.send_reject(0x01, 0x01, diagnostic)
+    deadline = time.monotonic() + 2.0
+    while assoc.dul.state_machine.current_state != "Sta13" and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+class Listener:
+    """The SCP: call :meth:`start`, then :meth:`stop`."""
+
+    def __init__(self, pcfg: Mapping[str, Any], spool: Spool):
+        AE = _pynetdicom().AE
+
+        self.cfg = pcfg
+        self.spool = spool
+        self.peers = peers(pcfg)
+        lis = pcfg["listener"]
+        self.ae_title = lis["ae_title"]
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_associations = int(lis["max_associations"])
+        ae.acse_timeout = float(lis["acse_timeout_seconds"])
+        ae.dimse_timeout = float(lis["dimse_timeout_seconds"])
+        ae.network_timeout = float(lis["network_timeout_seconds"])
+        for uid in STORAGE_CLASSES:
+            ae.add_supported_context(uid, list(TRANSFER_SYNTAXES))
+        ae.add_supported_context(_VERIFICATION)
+        self.ae = ae
+        self.server: Any = None
+        self._counts: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self.stored = 0
+
+    # -------------------------------------------------------------- handlers
+    def _on_requested(self, event: Any) -> None:
+        assoc = event.assoc
+        rq = assoc.requestor.primitive
+        calling = str(getattr(rq, "calling_ae_title", "") or "").strip()
+        called = str(getattr(rq, "called_ae_title", "") or "").strip()
+        address = str(assoc.requestor.address)
+        if not any(p.allows(calling, address) for p in self.peers):
+            log.warning("rejected an association from AE '%s' at %s: not in listener.allowed", calling[:16], address)
+            _reject(assoc, 0x03)
+            return
+        if self.cfg["listener"]["require_called_ae_title"] and called != self.ae_title.strip():
+            log.warning("rejected an association from AE '%s' at %s: called AE title '%s' is not ours",
+                        calling[:16], address, called[:16])
+            _reject(assoc, 0x07)
+
+    def _on_store(self, event: Any) -> int:
+        try:
+            sop = str(event.request.AffectedSOPInstanceUID)
+            study = str(event.dataset.StudyInstanceUID)
+            if not sop or not study:
+                raise ValueError("empty UID")
+        except Exception:
+            log.warning("refused an instance without SOPInstanceUID/StudyInstanceUID")
+            return 0xC000  # cannot understand
+        try:
+            data = event.encoded_dataset(include_meta=True)
+            self.spool.store(study, sop, data)
+        except OSError as exc:
+            log.error("cannot store an instance in the spool (%s): answering 'out of resources'", exc.strerror)
+            return 0xA700
+        with self._lock:
+            key = id(event.assoc)
+            self._counts[key] = self._counts.get(key, 0) + 1
+            self.stored += 1
+        return 0x0000
+
+    def _on_end(self, event: Any) -> None:
+        with self._lock:
+            n = self._counts.pop(id(event.assoc), 0)
+        rq = event.assoc.requestor
+        log.info("association from AE '%s' ended: %d instance(s) stored", str(rq.ae_title).strip()[:16], n)
+
+    # -------------------------------------------------------------- life cycle
+    def start(self) -> int:
+        """Start serving in background threads; returns the bound port."""
+        from pynetdicom import evt
+
+        lis = self.cfg["listener"]
+        handlers = [
+            (evt.EVT_CONN_OPEN, no_delay),
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_RELEASED, self._on_end),
+            (evt.EVT_ABORTED, self._on_end),
+        ]
+        self.server = self.ae.start_server(
+            (lis["host"], int(lis["port"])), block=False, evt_handlers=handlers,
+            ssl_context=server_ssl_context(lis["tls"]),
+        )
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+
+def _spawn_worker(config_path: Path, index: int, spool: Spool, verbose: bool) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.setdefault("NUMBA_CACHE_DIR", str(spool.root / "numba_cache"))
+    env.setdefault("MPLBACKEND", "Agg")
+    env["PYTHONUNBUFFERED"] = "1"
+    cmd = [sys.executable, "-m", "liverburden.pacs._worker", "--config", str(config_path), "--index", str(index)]
+    if verbose:
+        cmd.append("--verbose")
+    return subprocess.Popen(cmd, env=env)
+
+
+def run_listener(pcfg: Mapping[str, Any], config_path: Path, *, role: str = "all", verbose: bool = False,
+                 stop: threading.Event | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (or ``stop``): the SCP and its worker processes.
+
+    ``role`` "scp" runs only the SCP, "worker" only the workers (for deployments
+    that run them as separate services), "all" both.
+    """
+    from ..config import load_config
+
+    mcfg = load_config(pcfg["measure"]["config"] or None)  # validate before listening
+    spool = Spool(pcfg["listener"]["spool_dir"], mcfg["privacy"]["salt"])
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    listener = None
+    guard = None
+    if role in ("all", "scp"):
+        from .._exceptions import ConfigError
+        from ._spool import Lock
+
+        guard = Lock(spool.root / "locks" / "listener.lock")
+        if not guard.acquire():
+            raise ConfigError(f"{spool.root}: another listener is using this spool")
+        n = spool.clean_tmp()
+        if n:
+            log.info("removed %d partial file(s) left by an earlier crash", n)
+        listener = Listener(pcfg, spool)
+        port = listener.start()
+        info = {"pid": os.getpid(), "port": port, "ae_title": pcfg["listener"]["ae_title"], "started": time.time()}
+        tmp = spool.root / ".listener.json.tmp"
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, spool.root / "listener.json")
+        log.info("listening as %s on %s:%d (%d allowed peer(s), max %d associations)",
+                 pcfg["listener"]["ae_title"], pcfg["listener"]["host"], port, len(pcfg["listener"]["allowed"]),
+                 pcfg["listener"]["max_associations"])
+    workers: dict[int, subprocess.Popen] = {}
+    next_start: dict[int, float] = {}
+    if role in ("all", "worker"):
+        requeued = spool.reset_running()
+        if requeued:
+            log.info("%d interrupted run(s) queued again", requeued)
+        for i in range(int(pcfg["worker"]["processes"])):
+            workers[i] = _spawn_worker(config_path, i, spool, verbose)
+    try:
+        while not stop.wait(0.5):
+            for i, proc in list(workers.items()):
+                if proc.poll() is None:
+                    continue
+                if time.monotonic() < next_start.get(i, 0.0):
+                    continue
+                log.warning("worker %d ended (exit %s); restarting it", i, proc.returncode)
+                spool.reset_running(owner=proc.pid)
+                workers[i] = _spawn_worker(config_path, i, spool, verbose)
+                next_start[i] = time.monotonic() + 5.0
+    finally:
+        if listener is not None:
+            listener.stop()
+        if guard is not None:
+            guard.release()
+        for proc in workers.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in workers.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.info("stopped")
+    return 0
