@@ -23,11 +23,12 @@ from ._diameters import (
     _run_value_counts,
 )
 from ._faces import _face_counts, shared_face_area_mm2
-from ._scan import RUN_IN_LIVER, RUN_VALUE, RUN_X0, RUN_X1, RUN_Y, RUN_Z, _connect_runs, _scan_runs
+from ._scan import RUN_IN_LIVER, RUN_VALUE, RUN_X0, RUN_X1, RUN_Y, RUN_Z, _connect_runs, _scan_runs, scan_runs
 
 __all__ = [
     "E_LD", "E_MAX3D", "E_SA", "F_LD", "F_MAX3D", "F_SA", "F_SUM_X", "F_SUM_Y", "F_SUM_Z",
     "RUN_IN_LIVER", "RUN_VALUE", "RUN_X0", "RUN_X1", "RUN_Y", "RUN_Z",
     "S_BBOX", "S_COUNT", "S_IN_LIVER", "S_SLICE",
     "_connect_runs", "_face_counts", "shared_face_area_mm2", "_lesion_geometry", "_paint_runs", "_run_value_counts", "_scan_runs",
+    "scan_runs",
 ]

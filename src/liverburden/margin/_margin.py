@@ -171,7 +171,7 @@ def margins_arrays(
     t_lut = np.zeros(lut_size(t_u), dtype=np.uint8)
     e_lut = np.zeros(lut_size(t_u), dtype=np.int64)
     e_lut[1:] = np.arange(1, lut_size(t_u))
-    runs, _, _, _, _ = K._scan_runs(t_u, t_u, t_lut, e_lut, 0, t_u.shape[0])
+    runs, _, _, _, _ = K.scan_runs(t_u, t_u, t_lut, e_lut, 0, t_u.shape[0])
     if runs.shape[0] == 0:
         raise MaskError("tumor mask is empty")
     zone_lut = _value_lut(cfg["labels"]["zone"], lut_size(z_u), ids=False)

@@ -112,7 +112,7 @@ def _components_count(mask: np.ndarray, connectivity: int) -> int:
     lut_l = np.zeros(256, dtype=np.uint8)
     lut_e = np.zeros(256, dtype=np.int64)
     lut_e[1] = 1
-    runs, *_ = K._scan_runs(m, m, lut_l, lut_e, 0, m.shape[0])
+    runs, *_ = K.scan_runs(m, m, lut_l, lut_e, 0, m.shape[0])
     if runs.shape[0] == 0:
         return 0
     _, n = K._connect_runs(runs, np.array(m.shape[:2], dtype=np.int64), connectivity, False)

@@ -204,12 +204,12 @@ def _scan(liver: np.ndarray, lesion: np.ndarray, liver_lut: np.ndarray, lesion_l
     nz = liver.shape[0]
     threads = max(1, min(int(threads), nz))
     if threads == 1:
-        return K._scan_runs(liver, lesion, liver_lut, lesion_lut, 0, nz)
+        return K.scan_runs(liver, lesion, liver_lut, lesion_lut, 0, nz)
     bounds = np.linspace(0, nz, threads + 1).astype(int)
     with ThreadPoolExecutor(max_workers=threads) as ex:
         parts = list(
             ex.map(
-                lambda i: K._scan_runs(liver, lesion, liver_lut, lesion_lut, int(bounds[i]), int(bounds[i + 1])),
+                lambda i: K.scan_runs(liver, lesion, liver_lut, lesion_lut, int(bounds[i]), int(bounds[i + 1])),
                 range(threads),
             )
         )
