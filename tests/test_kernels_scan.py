@@ -1,0 +1,33 @@
+"""The word-tested scan gives exactly the outputs of the plain voxel scan."""
+
+import numpy as np
+import pytest
+
+from liverburden import kernels as K
+from liverburden.measure._measure import _value_lut
+
+
+@pytest.mark.parametrize("nx", [7, 8, 13, 16, 64, 72, 130])
+@pytest.mark.parametrize("dt_l, dt_e", [(np.uint8, np.uint8), (np.uint8, np.uint16), (np.uint16, np.uint8)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_word_scan_equals_voxel_scan(nx, dt_l, dt_e, seed):
+    rng = np.random.default_rng(seed)
+    shape = (5, 9, nx)
+    liver = (rng.random(shape) < 0.3).astype(dt_l) * rng.integers(1, 4, shape).astype(dt_l)
+    les = (rng.random(shape) < 0.1).astype(dt_e) * rng.integers(1, 3, shape).astype(dt_e)
+    les[2] = 0  # an empty slice
+    liver[:, 4] = 0  # empty rows
+    n_l = 256 if dt_l == np.uint8 else 65536
+    n_e = 256 if dt_e == np.uint8 else 65536
+    llut = _value_lut([1, 2], n_l, ids=False)
+    elut = _value_lut("nonzero", n_e, ids=True)
+    ref = K._scan_runs(liver, les, llut, elut, 0, shape[0])
+    got = K.scan_runs(liver, les, llut, elut, 0, shape[0])
+    for a, b in zip(ref, got):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    # and a slice range
+    ref = K._scan_runs(liver, les, llut, elut, 1, 4)
+    got = K.scan_runs(liver, les, llut, elut, 1, 4)
+    for a, b in zip(ref, got):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert ref[0].shape[0] > 0
