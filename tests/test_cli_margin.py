@@ -160,12 +160,6 @@ def test_recovered_transform_mean_over_the_liver(main_run, study):
     assert err.mean() < 1.0, (err.mean(), err.max())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src: with the default metric (Mattes in the dilated pre liver mask) the affine registration of this "
-    "pair leaves mean 0.66 / max 1.26 mm over the liver; with metric_mask = 'none' it is 0.26 / 0.48 mm "
-    "(test_whole_image_metric_via_config_file)",
-)
 def test_recovered_transform_max_over_the_liver(main_run, study):
     _, out = main_run
     M = _doc(out)["registration"]["matrix_lps"]
@@ -401,22 +395,12 @@ def far_post(study):
     return study.root / "post_far", zp, lp
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: without liver masks the body-moments initialiser aligns the disjoint fields of view, the "
-    "overlap check passes, and margin issues A0/A1/A2 verdicts on a meaningless registration (exit 0, ok true)",
-)
 def test_no_fov_overlap_without_livers(study, far_post, tmp_path, capfd):
     post, zone, _ = far_post
     run_bad(capfd, study.argv(tmp_path / "out", "--registration", "rigid", post=post, zone=zone, livers=False), post,
             "(?i)overlap")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: an empty post liver mask is not rejected (conventions: an empty liver mask is an error); "
-    "SimpleITK's RuntimeError from CenteredTransformInitializer escapes as 'internal error' (exit 3)",
-)
 def test_no_fov_overlap_with_livers(study, far_post, tmp_path, capfd):
     post, zone, liver = far_post
     run_bad(capfd, study.argv(tmp_path / "out", post=post, zone=zone, liver_post=liver), liver)

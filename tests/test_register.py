@@ -90,10 +90,7 @@ def _cases(xfail_cases, borderline=()):
     for name in MOTIONS:
         for method in ("rigid", "affine"):
             marks = []
-            if (name, method) in xfail_cases:
-                marks = [pytest.mark.xfail(strict=True, reason=_DEFAULT_MAX_BUG)]
-            elif (name, method) in borderline:
-                marks = [pytest.mark.xfail(strict=False, reason=_BORDERLINE)]
+            marks = []
             out.append(pytest.param(name, method, marks=marks, id=f"{name}-{method}"))
     return out
 
@@ -235,12 +232,6 @@ def _far_post(m, dz=320.0):
     return ct, liver
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: with no liver masks the body-moments initialiser aligns two disjoint fields of view "
-    "(here a 320 mm z shift), so the overlap check after initialisation passes; the registration returns "
-    "ok=True with no quality measured (only a warning), and margin_study would issue A0/A1/A2 verdicts",
-)
 def test_disjoint_fields_of_view_without_liver_masks(pairs, cfg):
     far, _ = _far_post(MOTIONS["m1"])
     assert not np.any(rp.liver_inside(rp.grid_points(far.shape, far.spacing_mm, far.origin_mm, far.direction)))
@@ -248,12 +239,6 @@ def test_disjoint_fields_of_view_without_liver_masks(pairs, cfg):
         register_volumes(pairs["m1"]["pre"], far, method="rigid", config=cfg)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: an empty post liver mask (post field of view without the liver) reaches "
-    "sitk.CenteredTransformInitializer, whose RuntimeError ('Total Mass of the image was zero') escapes "
-    "register_volumes uncaught (the CLI answers 'internal error', exit 3) instead of a MaskError/RegistrationError",
-)
 def test_disjoint_fields_of_view_with_liver_masks(pairs, cfg):
     from liverburden import LiverburdenError
 

@@ -249,7 +249,13 @@ def margin_study(
         raise MaskError(f"{zone}: ablation zone mask is empty")
     t_load = time.perf_counter()
     method = cfg["registration"]["method"]
-    reg = register_volumes(pre_img, post_img, method=method, liver_pre=lpre, liver_post=lpost, landmarks=lm, config=cfg)
+    from ._exceptions import RegistrationError
+
+    try:
+        reg = register_volumes(pre_img, post_img, method=method, liver_pre=lpre, liver_post=lpost, landmarks=lm,
+                               config=cfg)
+    except RegistrationError as exc:
+        raise RegistrationError(f"{post}: {exc}") from None
     t_reg = time.perf_counter()
     zone_pre = resample_mask_into(zone_v, pre_img, reg.transform, mode=cfg["registration"]["zone_resampling"])
     if not zone_pre.any():

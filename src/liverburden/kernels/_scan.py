@@ -239,7 +239,7 @@ def _connect_runs(runs, shape_zy, connectivity, by_value):
 
 
 @njit(cache=True, nogil=True)
-def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lut, z0, z1):
+def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lut, z0, z1, has_liver=True):
     """:func:`_scan_runs` with each row first tested as uint64 words.
 
     ``l64``/``e64`` are the same memory as ``liver``/``lesion`` viewed as
@@ -264,8 +264,9 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
             lw = l64[z, y]
             ew = e64[z, y]
             la = zero
-            for w in range(nwl):
-                la |= lw[w]
+            if has_liver:
+                for w in range(nwl):
+                    la |= lw[w]
             ea = zero
             for w in range(nwe):
                 ea |= ew[w]
@@ -344,9 +345,16 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
     return runs[:n].copy(), liver_count, liver_seen, lesion_seen, bbox
 
 
-def scan_runs(liver: np.ndarray, lesion: np.ndarray, liver_lut: np.ndarray, lesion_lut: np.ndarray,
+def scan_runs(liver: np.ndarray | None, lesion: np.ndarray, liver_lut: np.ndarray, lesion_lut: np.ndarray,
               z0: int, z1: int):
-    """Dispatch to the word-tested scan when both rows are whole uint64 words."""
+    """Dispatch to the word-tested scan when both rows are whole uint64 words.
+
+    ``liver=None`` scans the lesion array alone (no liver counts).
+    """
+    has_liver = liver is not None
+    if liver is None:
+        liver = lesion
+        liver_lut = np.zeros_like(liver_lut)
     nx = liver.shape[2]
     if (
         liver.flags.c_contiguous
@@ -359,5 +367,5 @@ def scan_runs(liver: np.ndarray, lesion: np.ndarray, liver_lut: np.ndarray, lesi
         l64 = liver.reshape(-1).view(np.uint64).reshape(nz, ny, -1)
         e64 = lesion.reshape(-1).view(np.uint64).reshape(nz, ny, -1)
         return _scan_runs_words(liver, lesion, l64, e64, 8 // liver.itemsize, 8 // lesion.itemsize,
-                                liver_lut, lesion_lut, z0, z1)
+                                liver_lut, lesion_lut, z0, z1, has_liver)
     return _scan_runs(liver, lesion, liver_lut, lesion_lut, z0, z1)

@@ -171,11 +171,12 @@ def margins_arrays(
     t_lut = np.zeros(lut_size(t_u), dtype=np.uint8)
     e_lut = np.zeros(lut_size(t_u), dtype=np.int64)
     e_lut[1:] = np.arange(1, lut_size(t_u))
-    runs, _, _, _, _ = K.scan_runs(t_u, t_u, t_lut, e_lut, 0, t_u.shape[0])
+    runs, _, _, _, _ = K.scan_runs(None, t_u, t_lut, e_lut, 0, t_u.shape[0])
     if runs.shape[0] == 0:
         raise MaskError("tumor mask is empty")
     zone_lut = _value_lut(cfg["labels"]["zone"], lut_size(z_u), ids=False)
-    if not np.any(zone_lut[z_u]):
+    zone_spec = cfg["labels"]["zone"]
+    if not (np.any(z_u) if zone_spec == "nonzero" else np.any(zone_lut[z_u])):
         raise MaskError("ablation zone mask is empty")
     G = group_runs(runs, t_u.shape[:2], cfg["labels"]["lesion_mode"], int(cfg["lesions"]["connectivity"]))
     liver_b = None if liver is None else np.asarray(liver) != 0
@@ -195,12 +196,18 @@ def margins_arrays(
         if G.components[g] > 1:
             warnings.append(f"tumor {tid} has {int(G.components[g])} components")
         r = base_r
+        whole = float(np.max(np.asarray(t_u.shape) * sp))  # a box this large is the whole array
         while True:
             res = _one_tumor(truns, tid, z_u, zone_lut, liver_b, seg_u, sp, geo, thr, r, vic_max, sub_mm,
                              unc, classify, int(G.components[g]))
             if res is not None:
                 out.append(res)
                 break
+            if r > whole:
+                raise MaskError(
+                    f"tumor {tid}: no voxel on the other side of the ablation-zone boundary in the whole array "
+                    "(the zone covers the whole field of view): the margin cannot be measured"
+                )
             r *= 2.0
     return MarginResult(tuple(out), thr, tuple(warnings), cfg)
 
