@@ -82,12 +82,13 @@ def build_cohort(root: Path, n_patients: int, size, seed: int = 7) -> Path:
     return cg.write_manifest(root / "manifest.csv", rows)
 
 
-def _span(out: Path) -> dict:
+def _span(out: Path, t_call: float) -> dict:
     st = [json.loads(p.read_text()) for p in out.glob("studies/*/*/status.json")]
     t0 = min(s["started"] for s in st)
     t1 = max(s["finished"] for s in st)
     per = [s["finished"] - s["started"] for s in st]
-    return {"span_s": t1 - t0, "study_s_median": statistics.median(per), "study_s_sum": sum(per), "n": len(st)}
+    return {"span_s": t1 - t0, "study_s_median": statistics.median(per), "study_s_sum": sum(per), "n": len(st),
+            "first_start_s": t0 - t_call, "last_finish_s": t1 - t_call}
 
 
 def time_run(manifest: Path, scratch: Path, workers: int, tag: str) -> dict:
@@ -96,14 +97,19 @@ def time_run(manifest: Path, scratch: Path, workers: int, tag: str) -> dict:
     out = scratch / f"out_{tag}"
     if out.exists():
         shutil.rmtree(out)
+    t_call = time.time()
     t0 = time.perf_counter()
     summary = run_batch(manifest, out, workers=workers, progress=False)
     wall = time.perf_counter() - t0
-    sp = _span(out)
+    sp = _span(out, t_call)
     res = {"workers": workers, "wall_s": wall, "studies": summary["studies"], "ok": summary["ok"],
            "studies_per_min": summary["studies"] / wall * 60.0,
            "study_phase_s": sp["span_s"], "study_phase_studies_per_min": sp["n"] / sp["span_s"] * 60.0,
-           "per_study_s_median": sp["study_s_median"], "out": out}
+           "per_study_s_median": sp["study_s_median"], "per_study_s_sum": sp["study_s_sum"],
+           # before the first study starts: input hashing (+ cluster start-up and the
+           # first task's imports on a worker); after the last one ends: the cluster shut-down (W = 2)
+           # and the cohort tables
+           "startup_s": sp["first_start_s"], "tables_s": wall - sp["last_finish_s"], "out": out}
     if summary["ok"] != summary["studies"]:
         raise SystemExit(f"run {tag}: {summary['failed']} studies failed")
     return res
@@ -152,7 +158,8 @@ def main(argv=None) -> int:
                 res = time_run(manifest, scratch, w, f"w{w}_r{r}")
                 res["load_after"] = other_cpu_load(0.3)
                 print(f"  workers={w} run {r + 1}: {res['wall_s']:6.2f} s wall, {res['studies_per_min']:6.1f} studies/min "
-                      f"(study phase {res['study_phase_s']:.2f} s = {res['study_phase_studies_per_min']:.1f}/min, "
+                      f"(start-up {res['startup_s']:.2f} s, study phase {res['study_phase_s']:.2f} s = "
+                      f"{res['study_phase_studies_per_min']:.1f}/min, shut-down + tables {res['tables_s']:.2f} s, "
                       f"median study {res['per_study_s_median']:.2f} s)", flush=True)
                 runs.append(res)
         same = _same_tables(runs[0]["out"], runs[1]["out"])
@@ -167,16 +174,20 @@ def main(argv=None) -> int:
                 "wall_s_best": best["wall_s"],
                 "study_phase_studies_per_min_best": max(x["study_phase_studies_per_min"] for x in rs),
                 "per_study_s_median": statistics.median(x["per_study_s_median"] for x in rs),
+                "startup_s_median": statistics.median(x["startup_s"] for x in rs),
+                "tables_s_median": statistics.median(x["tables_s"] for x in rs),
             }
 
         a1, a2 = agg(1), agg(2)
         ratio = a2["studies_per_min_best"] / a1["studies_per_min_best"]
         ratio_phase = a2["study_phase_studies_per_min_best"] / a1["study_phase_studies_per_min_best"]
         print()
-        print(f"{'workers':>8} {'studies/min (best)':>19} {'(median)':>9} {'wall s':>7} {'study phase /min':>17}")
+        print(f"{'workers':>8} {'studies/min (best)':>19} {'(median)':>9} {'wall s':>7} {'study phase /min':>17} "
+              f"{'start-up s':>11} {'median study s':>15}")
         for w, a in ((1, a1), (2, a2)):
             print(f"{w:>8} {a['studies_per_min_best']:>19.1f} {a['studies_per_min_median']:>9.1f} "
-                  f"{a['wall_s_best']:>7.2f} {a['study_phase_studies_per_min_best']:>17.1f}")
+                  f"{a['wall_s_best']:>7.2f} {a['study_phase_studies_per_min_best']:>17.1f} "
+                  f"{a['startup_s_median']:>11.2f} {a['per_study_s_median']:>15.2f}")
         print(f"scaling 2 workers / 1 worker: {ratio:.2f}x end to end, {ratio_phase:.2f}x in the study phase "
               f"(linear = 2.00x; {os.cpu_count()} CPUs)")
         print(f"tables identical for 1 and 2 workers: {same}")

@@ -339,6 +339,32 @@ retry_max_seconds = 1.0
     _assert_no_identifiers(lis.spool, [log], [st.study_uid] + st.ct.sop_uids)
 
 
+def test_compressed_instances_are_stored_as_sent(tmp_path):
+    """JPEG Lossless, JPEG-LS and RLE MR instances: accepted in their own transfer
+    syntax and stored byte for byte (the pixel data is not re-encoded)."""
+    from pynetdicom import AE
+
+    data = Path(__file__).parent / "data" / "dicom2nifti"
+    files = [sorted((data / d / "001").iterdir())[0] for d in ("compressed_jpeg", "compressed_jpegls", "compressed_rle")]
+    lis = ListenerProc(tmp_path).start()
+    try:
+        for p in files:
+            ds = pydicom.dcmread(p)
+            ae = AE(ae_title="MODALITY")
+            ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+            assoc = ae.associate("127.0.0.1", lis.port, ae_title="LIVERBURDEN")
+            assert assoc.is_established
+            assert assoc.accepted_contexts[0].transfer_syntax[0] == ds.file_meta.TransferSyntaxUID
+            assert int(assoc.send_c_store(ds).Status) == 0
+            assoc.release()
+            key = key_of(str(ds.StudyInstanceUID), SALT)
+            stored = pydicom.dcmread(lis.spool / "studies" / key / (key_of(str(ds.SOPInstanceUID), SALT) + ".dcm"))
+            assert stored.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+            assert stored.PixelData == ds.PixelData
+    finally:
+        lis.stop()
+
+
 def test_one_listener_per_spool(tmp_path):
     lis = ListenerProc(tmp_path).start()
     try:

@@ -147,6 +147,22 @@ def test_follower_picks_up_a_new_study_and_remembers(server):
     assert r.returncode == 0 and "0 measured" in r.stdout, r.stdout + r.stderr
 
 
+def test_study_without_seg_is_parked_from_the_index(server):
+    orthanc, root = server
+    st = ph.make_study(root / "study3", seed=9, n=8, rows=16, cols=16, with_seg=False)
+    _store_dicom(orthanc, st.files)
+    sid = next(s for s in orthanc.get("/studies")
+               if orthanc.get(f"/studies/{s}")["MainDicomTags"]["StudyInstanceUID"] == st.study_uid)
+    orthanc.wait_stable(sid)
+    cfg = root / "pacs3.toml"
+    cfg.write_text('[listener]\nspool_dir = "spool3"\n')
+    r = _cli("--url", orthanc.url, "--config", str(cfg), "--once")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "parked: the study holds no DICOM SEG" in r.stdout
+    assert not list((root / "spool3" / "work").rglob("*.dcm"))  # nothing was downloaded
+    assert not _our_series(orthanc, sid)
+
+
 def test_orthanc_not_reachable(tmp_path):
     cfg = tmp_path / "pacs.toml"
     cfg.write_text('[listener]\nspool_dir = "spool"\n[orthanc]\ntimeout_seconds = 2\n')

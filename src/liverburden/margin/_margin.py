@@ -31,7 +31,7 @@ from ..geometry import Volume
 from ..measure._components import group_runs
 from ..measure._labels import as_label_array, lut_size
 from ..measure._measure import _value_lut
-from ..kernels._edt import INF, _sq_edt
+from ..kernels._edt import INF, _sq_edt, _surface_voxels
 
 
 class Classification(str, enum.Enum):
@@ -176,8 +176,10 @@ def margins_arrays(
         raise MaskError("tumor mask is empty")
     zone_lut = _value_lut(cfg["labels"]["zone"], lut_size(z_u), ids=False)
     zone_spec = cfg["labels"]["zone"]
-    if not (np.any(z_u) if zone_spec == "nonzero" else np.any(zone_lut[z_u])):
-        raise MaskError("ablation zone mask is empty")
+
+    def _zone_empty() -> bool:  # read the whole zone only when a tumor box has none of it
+        return not (np.any(z_u) if zone_spec == "nonzero" else np.any(zone_lut[z_u]))
+
     G = group_runs(runs, t_u.shape[:2], cfg["labels"]["lesion_mode"], int(cfg["lesions"]["connectivity"]))
     liver_b = None if liver is None else np.asarray(liver) != 0
     if liver_b is not None and liver_b.shape != t.shape:
@@ -200,6 +202,10 @@ def margins_arrays(
         while True:
             res = _one_tumor(truns, tid, z_u, zone_lut, liver_b, seg_u, sp, geo, thr, r, vic_max, sub_mm,
                              unc, classify, int(G.components[g]))
+            if isinstance(res, str):  # no zone voxel in this tumor's box
+                if _zone_empty():
+                    raise MaskError("ablation zone mask is empty")
+                res = None
             if res is not None:
                 out.append(res)
                 break
@@ -226,24 +232,11 @@ def _one_tumor(truns, tid, z_u, zone_lut, liver_b, seg_u, sp, geo, thr, r_mm, vi
     tb = tb.astype(bool)
     zb = zone_lut[z_u[box]].astype(bool)
 
-    # surface: tumor voxels with a 6-neighbour outside the tumor (or outside the array)
-    interior = tb.copy()
-    for a in range(3):
-        for s in (1, -1):
-            sh = np.zeros_like(tb)
-            src = [slice(None)] * 3
-            dst = [slice(None)] * 3
-            if s == 1:
-                src[a] = slice(1, None)
-                dst[a] = slice(None, -1)
-            else:
-                src[a] = slice(None, -1)
-                dst[a] = slice(1, None)
-            sh[tuple(dst)] = tb[tuple(src)]
-            # the neighbour beyond the box: outside the tumor unless the box is cut by the array edge
-            interior &= sh
-    # at the array edge the missing neighbour is outside: interior already False there (sh False)
-    surf = np.argwhere(tb & ~interior)
+    if not zb.any():
+        return "no-zone"
+    # surface: tumor voxels with a 6-neighbour outside the tumor. The box is cut only
+    # by the array edge, where the missing neighbour is outside too.
+    surf = _surface_voxels(tb)
     inside = zb[surf[:, 0], surf[:, 1], surf[:, 2]]
     margins = np.empty(surf.shape[0], dtype=np.float64)
     if inside.any():
@@ -303,9 +296,10 @@ def _one_tumor(truns, tid, z_u, zone_lut, liver_b, seg_u, sp, geo, thr, r_mm, vi
     cov = 100.0 * covered / n_vox
     voxel_ml = float(np.prod(sp)) / 1000.0
     vic_ml: dict[str, float] = {}
-    if True:  # VIC_0 (tumor outside the zone) is always reported
+    vic_ml["0"] = float(n_vox - covered) * voxel_ml  # VIC_0: tumor outside the zone
+    if vic_max > 0:
         d_t = _sq_edt(tb, sp)
-        for kk in range(0, vic_max + 1):
+        for kk in range(1, vic_max + 1):
             dil = d_t <= kk * kk + 1e-9
             vic_ml[str(kk)] = float(np.count_nonzero(dil & ~zb)) * voxel_ml
     q = np.percentile(m, [25, 50, 75])

@@ -220,7 +220,7 @@ class Follower:
             log.error("study %s: internal error (%s)", skey[:12], type(exc).__name__)
             log.debug("traceback", exc_info=True)
             outcome = StudyOutcome("failed", f"internal error ({type(exc).__name__})", result_dir)
-        self.spool.write_status("orthanc-" + skey, run, outcome.status(skey, run, len(inst)))
+        self.spool.write_status("orthanc-" + skey, run, outcome.status(skey, run, len(inst), self.cfg))
         if outcome.state == "done" and outcome.outputs is not None:
             rows = [(outcome.outputs.paths[k], self.dest, outcome.outputs.sop_classes[k])
                     for k in ("seg", "sr", "sc") if k in outcome.outputs.paths]

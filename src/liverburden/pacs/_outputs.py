@@ -45,7 +45,12 @@ _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID
 
 
 class UidFactory:
-    """Deterministic UIDs: ``2.25.<128-bit integer>`` of sha256(seed, name)."""
+    """Deterministic UIDs: ``2.25.<128-bit integer>`` of sha256(seed, name).
+
+    Not ``pydicom.uid.generate_uid(prefix=None, entropy_srcs=...)``: in pydicom 3
+    that form ignores ``entropy_srcs`` and returns a random UUID-derived UID
+    (checked in ``tests/test_pacs_units.py``).
+    """
 
     def __init__(self, seed: str):
         self.seed = seed

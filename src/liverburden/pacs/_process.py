@@ -36,8 +36,10 @@ class StudyOutcome:
     notes: tuple[str, ...] = ()
     timing_s: dict[str, float] = field(default_factory=dict)
 
-    def status(self, study_key: str, run: str, instances: int) -> dict[str, Any]:
-        """``status.json``: no identifiers (keys are salted hashes)."""
+    def status(self, study_key: str, run: str, instances: int,
+               pcfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``status.json``: no identifiers (keys are salted hashes); with the PACS
+        settings that decided the inputs and outputs (provenance)."""
         return {
             "study_key": study_key,
             "run": run,
@@ -51,6 +53,7 @@ class StudyOutcome:
             "timing_s": self.timing_s,
             "software": {"name": "liverburden", "version": __version__},
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "pacs_config": None if pcfg is None else {k: pcfg[k] for k in ("selection", "roles", "measure", "output")},
         }
 
 
@@ -127,7 +130,10 @@ def process_study(in_dir: Path, work: Path, result_dir: Path, pcfg: Mapping[str,
             image = load_image(masks.image_dir, config=mcfg)[0]
         seg_paths = [r.path for r in plan.liver + plan.lesions + plan.segments + plan.remnant + plan.zone
                      + plan.liver_post]
-        seed = _seed(plan, seg_paths, result_digest(doc, margin_doc))
+        # the margin enters by its tumor ids only: an iterative registration may differ in the
+        # last digits between runs, and a repeat must keep its UIDs (conventions.md "PACS")
+        margin_key = None if margin_doc is None else {"tumors": [t["id"] for t in margin_doc["tumors"]]}
+        seed = _seed(plan, seg_paths, result_digest(doc, margin_key))
         outputs = build_outputs(
             result_dir / "dicom", image_files=plan.image_files, labels=run.result.label_array(), document=doc,
             margin=margin_doc, seed=seed, output_cfg=pcfg["output"], image_volume=image,

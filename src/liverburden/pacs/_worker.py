@@ -97,7 +97,7 @@ class Worker:
             for kind in ("seg", "sr", "sc"):  # the SEG first: the SR references it
                 if kind in outcome.outputs.paths:
                     outbox.append((outcome.outputs.paths[kind], DICOM_DEST, outcome.outputs.sop_classes[kind]))
-        self.spool.write_status(skey, run, outcome.status(skey, run, len(files)))
+        self.spool.write_status(skey, run, outcome.status(skey, run, len(files), self.cfg))
         self.spool.finish(skey, fp, outcome.state, reason=outcome.reason, run=run,
                           measured_instances=outcome.measured_instances, outbox=outbox)
         if outcome.state != "failed":  # kept after an internal error, for --debug
