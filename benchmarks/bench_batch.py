@@ -74,7 +74,8 @@ def build_cohort(root: Path, n_patients: int, size, seed: int = 7) -> Path:
             dz = int(rng.integers(4, max(5, nz // 4)))
             z0 = int(rng.integers(3, nz - 3 - dz))
             base.append((z0, 7 + (c // 4) * cy, 7 + (c % 4) * cx, dz, dy, dx))
-        fu = [(z0, y0, x0, dz, max(3, int(dy * f)), max(3, int(dx * f)))
+        # follow-up: each lesion shrunk or grown (0.5-1.15x), kept inside its cell
+        fu = [(z0, y0, x0, dz, max(3, min(cy - 3, int(dy * f))), max(3, min(cx - 3, int(dx * f))))
               for (z0, y0, x0, dz, dy, dx), f in zip(base, rng.uniform(0.5, 1.15, len(base)))]
         for tp, boxes, day in (("t0", base, 0), ("t1", fu, 90)):
             paths = cg.write_study(root / "inputs" / f"P{p:03d}" / tp, boxes, size=size, liver_box=liver_box)

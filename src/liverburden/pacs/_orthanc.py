@@ -194,7 +194,7 @@ class Follower:
             return "skipped"
         run = fp[:16]
         if not has_seg:  # decided from the index: no download of a study we cannot measure
-            reason = "the study holds no DICOM SEG (liver and lesion segmentations are needed)"
+            reason = "the study holds no DICOM SEG (liver and lesion segmentations are needed; seen in the index)"
             self.state.set_study(skey, fingerprint=fp, state="parked", run=run, reason=reason)
             self.state.save()
             self.counts["parked"] += 1
