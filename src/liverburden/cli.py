@@ -16,6 +16,9 @@ from typing import Any, Sequence
 
 from ._exceptions import LiverburdenError
 from ._version import __version__
+from .pacs import COMMANDS as PACS_COMMANDS
+from .pacs import add_cli as add_pacs_cli
+from .pacs import run_cli as run_pacs_cli
 
 log = logging.getLogger("liverburden")
 
@@ -112,6 +115,7 @@ def _build_parser() -> argparse.ArgumentParser:
     from .report._html import add_cli as _add_report_cli
 
     _add_report_cli(sub)
+    add_pacs_cli(sub)
     return p
 
 
@@ -290,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "verbose", False):
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
     try:
+        if args.command in PACS_COMMANDS:
+            return run_pacs_cli(args)
         if args.command == "measure":
             return _cmd_measure(args)
         if args.command == "margin":
