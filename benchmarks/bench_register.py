@@ -119,10 +119,10 @@ def large_pair(threads: int):
     out = dict(pre=pre_g, post=post_g, method="affine", threads=threads, generate_s=gen, register_s=dt,
                mean_mm=float(err.mean()), max_mm=float(err.max()), ok=r.ok, liver_dice=r.liver_dice,
                liver_msd_mm=r.liver_msd_mm, iterations=r.iterations, stop_condition=r.stop_condition,
-               metric=r.metric)
+               metric=r.metric, split_s=dict(r.timing_s))
     print(f"register (rigid + affine, default config, {threads} threads, incl. quality): {dt:.1f} s; "
           f"error over the liver mean {err.mean():.2f} / max {err.max():.2f} mm; Dice {r.liver_dice:.3f}, "
-          f"MSD {r.liver_msd_mm:.2f} mm, ok {r.ok}")
+          f"MSD {r.liver_msd_mm:.2f} mm, ok {r.ok}; split {r.timing_s}")
     return out
 
 

@@ -57,6 +57,7 @@ class RegistrationResult:
     landmark_error_mm: float | None = None
     metric: str | None = None
     warnings: tuple[str, ...] = ()
+    timing_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def error_mm(self) -> float | None:
@@ -80,6 +81,7 @@ class RegistrationResult:
             "liver_hd95_mm": self.liver_hd95_mm,
             "landmark_error_mm": self.landmark_error_mm,
             "warnings": list(self.warnings),
+            "timing_s": dict(self.timing_s),
         }
 
 
@@ -249,8 +251,11 @@ def register_volumes(
     RegistrationError
         The fields of view do not overlap after initialisation, or the optimiser fails.
     """
+    import time
+
     rc = config["registration"]
     warnings: list[str] = []
+    tick = {"start": time.perf_counter()}
     fixed = sitk.Cast(volume_to_sitk(pre), sitk.sitkFloat32)
     moving = sitk.Cast(volume_to_sitk(post), sitk.sitkFloat32)
     lp = volume_to_sitk(liver_pre, (np.asarray(liver_pre.array) != 0).astype(np.uint8)) if liver_pre is not None else None
@@ -319,6 +324,7 @@ def register_volumes(
             tx = tx.GetNthTransform(0)
         tx = tx.Downcast() if hasattr(tx, "Downcast") else tx
 
+    tick["optimise"] = time.perf_counter()
     dice = msd = hd95 = lmk = None
     if liver_pre is not None and liver_post is not None:
         warped = resample_mask_into(liver_post, liver_pre, tx, mode="nearest")
@@ -331,6 +337,9 @@ def register_volumes(
         lm = np.asarray(landmarks, dtype=float)
         moved = apply_to_points(tx, lm[:, :3])
         lmk = float(np.mean(np.linalg.norm(moved - lm[:, 3:], axis=1)))
+    tick["quality"] = time.perf_counter()
+    log.info("registration %s: optimisation %.1f s, quality %.1f s", method, tick["optimise"] - tick["start"],
+             tick["quality"] - tick["optimise"])
     ok = True
     reasons = []
     if dice is not None and dice < rc["min_liver_dice"]:
@@ -359,4 +368,6 @@ def register_volumes(
         landmark_error_mm=lmk,
         metric=metric_name,
         warnings=tuple(warnings),
+        timing_s={"optimise": round(tick["optimise"] - tick["start"], 3),
+                  "quality": round(tick["quality"] - tick["optimise"], 3)},
     )
