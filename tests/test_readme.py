@@ -30,7 +30,7 @@ def test_ci_runs_the_readme_test_command():
     assert "pytest" in (ROOT / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("cmd", ["measure", "margin", "compare", "batch"])
+@pytest.mark.parametrize("cmd", ["measure", "margin", "compare", "batch", "report"])
 def test_every_documented_flag_exists(cmd):
     from liverburden.cli import _build_parser
 
