@@ -11,7 +11,9 @@ A 512 x 512 x 400 (col x row x slice) axial label volume at
   millimetre so that they touch (26-connected) and form one component each.
 
 Everything is seeded: the same ``seed`` gives the same arrays on any machine
-(numpy ``default_rng``; only elementwise float64 arithmetic is used).
+(numpy ``default_rng``; only elementwise float64 arithmetic is used). Every
+page of both arrays is written, as for masks read from a file (see
+``_materialised_zeros``).
 
 Use::
 
@@ -66,6 +68,19 @@ class Phantom:
             f"(diameters {min(d):.1f}-{max(d):.1f} mm, {len(self.touching_pairs)} touching pairs) "
             f"lesion voxels={int(np.count_nonzero(self.lesions))} seed={self.seed}"
         )
+
+
+def _materialised_zeros(shape) -> np.ndarray:
+    """A zero uint8 array whose every page is written.
+
+    ``np.zeros`` leaves untouched pages mapped to the kernel's shared zero
+    page. Reading those is faster than reading real memory (one physical page,
+    always in cache), so a mostly-empty mask made with ``np.zeros`` would
+    flatter every scan. Masks read from a file are fully materialised.
+    """
+    a = np.empty(shape, dtype=np.uint8)
+    a.fill(0)
+    return a
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
@@ -142,7 +157,7 @@ def build_phantom(seed: int = 20240611, shape=SHAPE, spacing_mm=SPACING_MM, live
         ml = float(np.count_nonzero(mask)) * voxel_ml
         scale *= (liver_ml / ml) ** (1.0 / 3.0)
     mask, box = _draw_liver(shape, sp, centre, semi, scale)
-    liver = np.zeros(shape, dtype=np.uint8)
+    liver = _materialised_zeros(shape)
     liver[box] = mask
     del mask
 
@@ -151,7 +166,7 @@ def build_phantom(seed: int = 20240611, shape=SHAPE, spacing_mm=SPACING_MM, live
     diam = np.exp(rng.uniform(math.log(lo_d), math.log(hi_d), size=n_lesions))
     diam[0], diam[1] = hi_d, lo_d  # the range's ends are always present
     diam = np.sort(diam)[::-1]  # place the big ones first
-    lesions = np.zeros(shape, dtype=np.uint8)
+    lesions = _materialised_zeros(shape)
     drawn: list[dict] = []
     pairs: list[tuple[int, int]] = []
     # the partners of the touching pairs: lesion i (i odd, among the first ones)

@@ -174,10 +174,6 @@ def test_batch_tables_and_response(cohort, run_w1):
     assert json.loads((out / "summary.json").read_text())["patients_compared"] == 6
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug (minor): batch._write_table writes an empty table with the header 'empty' (CSV) and "
-    "no columns (Parquet), so a clean run's errors.csv/errors.parquet lack row,patient,timepoint,"
-    "error_class,message and readers that select those columns break"))
 def test_empty_errors_table_keeps_its_columns(run_w1):
     rc, out = run_w1
     assert rc == 0
@@ -393,11 +389,6 @@ def test_killed_run_resumes_without_redoing_or_losing(cohort, tmp_path, capsys):
     assert _statuses(out) == after
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: write_cohort_tables indexes statuses by manifest row number; with --resume the "
-    "skipped studies keep the row number of the EARLIER manifest, so after reordering or "
-    "inserting rows the studies/lesions tables label one study's numbers with another "
-    "study's patient/timepoint (and patients whose rows moved drop out of the response table)"))
 def test_resume_after_manifest_reordered(cohort, tmp_path):
     ins = cohort["inputs"]
     a, b = _row("Q1", "t0", ins["ld50"]), _row("Q2", "t0", ins["ld30"])

@@ -454,11 +454,6 @@ def test_other_frame_without_inputs_json_is_bad_input(mk, tmp_path):
         compare_bundles([b0, c1])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: compare._to_baseline_grid takes the lossless same-grid path whenever the label "
-    "maps share a grid, without looking at frame_key; bundles with DIFFERENT frame_keys "
-    "(another frame of reference) are never registered when their grids coincide, so a "
-    "patient lying 12 mm elsewhere on an identical grid gives disappeared + new -> PD"))
 def test_different_frame_same_grid_is_registered(mk, tmp_path, itk_threads):
     itk_threads(1)
     # both scans on one grid geometry (size 30x80x96, same origin), the patient moved
@@ -486,13 +481,6 @@ def test_registration_recovers_moved_patient_when_grids_differ(mk, tmp_path, itk
     assert any("registered to baseline" in w for w in doc["warnings"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug: the registration route (register._stage: Mattes MI, RANDOM sampling with the fixed "
-    "SAMPLING_SEED) is not reproducible with more than one ITK thread - ITK's multi-threaded Mattes "
-    "accumulation depends on thread timing (cf. InsightSoftwareConsortium/ITK PR #6622) - so the "
-    "same two bundles give a different transform on every call, on this phantom sometimes liver "
-    "Dice 1.000 (lesions matched) and sometimes 0.90 (lesion 1 'disappeared' + 'new' -> false PD); "
-    "the register docstring promises 'the same inputs give the same transform'"))
 def test_registration_route_is_deterministic(mk, itk_threads):
     itk_threads(2)
     o = cg.ORIGIN

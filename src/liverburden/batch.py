@@ -271,7 +271,9 @@ def run_batch(
     todo, skipped = [], []
     for r in rows:
         st = _read_status(out_root, r) if resume else None
-        if st and st.get("state") == "ok" and st.get("input_hash") == hashes[r.row]:
+        if (st and st.get("state") == "ok" and st.get("input_hash") == hashes[r.row]
+                and st.get("patient") == r.patient and st.get("timepoint") == r.timepoint):
+            st["row"] = r.row  # the manifest may have been reordered since
             skipped.append(st)
         else:
             todo.append(r)
@@ -288,9 +290,7 @@ def run_batch(
                     prog.update(st)
         else:
             statuses += _run_dask(todo, out_root, cfg_path, hashes, workers, scheduler, prog)
-    summary = write_cohort_tables(out_root, rows, statuses, cfg, surv_rows)
-    summary["skipped_by_resume"] = len(skipped)
-    return summary
+    return write_cohort_tables(out_root, rows, statuses, cfg, surv_rows, skipped=len(skipped))
 
 
 def _run_dask(todo, out_root, cfg_path, hashes, workers, scheduler, prog):
@@ -384,7 +384,21 @@ def _flat_study(st: Mapping[str, Any], out_root: Path, key: str) -> tuple[dict[s
     return row, lesions
 
 
-def write_cohort_tables(out_root: Path, rows: Sequence[StudyRow], statuses, cfg, survival=None) -> dict[str, Any]:
+TABLE_COLUMNS = {
+    "studies": ["patient", "timepoint", "day", "state", "lesion_count", "liver_volume_ml", "tumor_volume_ml",
+                "involvement_pct", "liver_truncated", "sum_diameters_all_mm", "sum_diameters_recist_mm", "flr_ml",
+                "flr_pct", "sflr_vauthey_pct", "flr_adequate", "cytoreduction_pct", "enets_pattern", "bilobar",
+                "registration_ok", "min_margin_mm", "margin_classes"],
+    "lesions": ["patient", "timepoint", "id", "location", "volume_ml", "ld_mm", "sa_mm", "max3d_mm", "segment",
+                "recist_target"],
+    "response": ["patient", "label", "target_sod_mm", "change_from_baseline_pct", "change_from_nadir_pct", "response",
+                 "reason", "new_lesions", "remnant_burden"],
+    "errors": ["row", "patient", "timepoint", "error_class", "message"],
+}
+
+
+def write_cohort_tables(out_root: Path, rows: Sequence[StudyRow], statuses, cfg, survival=None,
+                        skipped: int = 0) -> dict[str, Any]:
     from .compare import compare_bundles, write_compare
     from .report import write_json_atomic
     from .report._bundle import _atomic_write
@@ -438,13 +452,13 @@ def write_cohort_tables(out_root: Path, rows: Sequence[StudyRow], statuses, cfg,
         _survival_png(out_root / "survival.png", surv)
     n_ok = sum(1 for s in studies if s["state"] == "ok")
     summary = {"studies": len(rows), "ok": n_ok, "failed": len(rows) - n_ok, "patients_compared": len(remnant),
-               "survival": surv is not None}
+               "survival": surv is not None, "skipped_by_resume": skipped}
     write_json_atomic(out_root / "summary.json", summary)
     return summary
 
 
 def _write_table(out_root: Path, name: str, recs: list[dict[str, Any]], atomic) -> None:
-    cols: list[str] = []
+    cols: list[str] = list(TABLE_COLUMNS.get(name, []))
     for r in recs:
         for k in r:
             if k not in cols:
@@ -452,7 +466,7 @@ def _write_table(out_root: Path, name: str, recs: list[dict[str, Any]], atomic) 
     import io as _io
 
     buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols or ["empty"], lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for r in recs:
         w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
@@ -461,7 +475,7 @@ def _write_table(out_root: Path, name: str, recs: list[dict[str, Any]], atomic) 
         import pandas as pd
     except ImportError:  # parquet is an optional extra
         return
-    df = pd.DataFrame.from_records(recs, columns=cols or None)
+    df = pd.DataFrame.from_records(recs, columns=cols) if recs else pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
     tmp = out_root / f".{name}.parquet.tmp"
     try:
         df.to_parquet(tmp, index=False)

@@ -77,15 +77,20 @@ def _to_baseline_grid(base: Bundle, fu: Bundle, cfg) -> tuple[np.ndarray, Any, l
     points, or None), and warnings."""
     warnings: list[str] = []
     g = cfg["geometry"]
-    try:
-        arr = match_to_grid(fu.labels, base.labels, what="follow-up label map",
-                            position_tol_voxel=g["position_tol_voxel"], direction_tol=g["direction_tol"])
-        return np.asarray(arr), None, warnings
-    except LiverburdenError:
-        pass
+    fk_b, fk_f = base.doc.get("frame_key"), fu.doc.get("frame_key")
+    other_frame = bool(fk_b and fk_f and fk_b != fk_f)
+    if not other_frame:  # the same grid in the same (or an unknown) frame: voxels correspond
+        try:
+            arr = match_to_grid(fu.labels, base.labels, what="follow-up label map",
+                                position_tol_voxel=g["position_tol_voxel"], direction_tol=g["direction_tol"])
+            if not (fk_b and fk_f):
+                warnings.append(f"{fu.label}: no frame of reference is known (volume files): the grids are taken "
+                                "to be aligned because they coincide")
+            return np.asarray(arr), None, warnings
+        except LiverburdenError:
+            pass
     ref = volume_to_sitk(base.labels, np.zeros(base.labels.shape, np.uint8))
     src = volume_to_sitk(fu.labels)
-    fk_b, fk_f = base.doc.get("frame_key"), fu.doc.get("frame_key")
     if fk_b and fk_b == fk_f:
         out = sitk.Resample(src, ref, sitk.Transform(3, sitk.sitkIdentity), sitk.sitkNearestNeighbor, 0)
         warnings.append(f"{fu.label}: same frame of reference, other grid: label map resampled (nearest) for matching only")
@@ -107,11 +112,12 @@ def _to_baseline_grid(base: Bundle, fu: Bundle, cfg) -> tuple[np.ndarray, Any, l
         liver = load_mask_on(inp["liver"][0], img, hdr, config=cfg, role="liver", what="liver mask")
         imgs.append((img, liver))
     (bi, bl), (fi, fl) = imgs
-    reg = register_volumes(bi, fi, method="affine", liver_pre=bl, liver_post=fl, config=cfg)
+    method = cfg["registration"]["method"] if cfg["registration"]["method"] != "none" else "affine"
+    reg = register_volumes(bi, fi, method=method, liver_pre=bl, liver_post=fl, config=cfg)
     if not reg.ok:
         warnings.append(f"{fu.label}: registration to baseline failed its quality check ({reg.reason}); lesion matching is uncertain")
     out = sitk.Resample(src, ref, reg.transform, sitk.sitkNearestNeighbor, 0)
-    warnings.append(f"{fu.label}: registered to baseline (affine, liver Dice {reg.liver_dice:.3f}) for lesion matching")
+    warnings.append(f"{fu.label}: registered to baseline ({method}, liver Dice {reg.liver_dice:.3f}) for lesion matching")
     return sitk.GetArrayFromImage(out), reg.transform, warnings
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -189,8 +190,12 @@ def _overlap(fixed: sitk.Image, moving: sitk.Image, tx: sitk.Transform) -> float
     return inside / len(idx)
 
 
-def _stage(fixed, moving, initial, fixed_mask, *, affine: bool, bspline: bool = False, metric: str = "mattes"):
+def _stage(fixed, moving, initial, fixed_mask, *, affine: bool, bspline: bool = False, metric: str = "mattes",
+           threads: int = 1):
     R = sitk.ImageRegistrationMethod()
+    # ITK's multi-threaded metric sums differ between runs in the last bits, which the
+    # optimiser amplifies: one thread (the default) gives the same transform every run
+    R.SetNumberOfThreads(int(threads))
     if metric == "mattes":
         R.SetMetricAsMattesMutualInformation(numberOfHistogramBins=48)
     elif metric == "meansquares":
@@ -199,6 +204,10 @@ def _stage(fixed, moving, initial, fixed_mask, *, affine: bool, bspline: bool = 
         R.SetMetricAsCorrelation()
     else:  # pragma: no cover - the config schema rejects it first
         raise RegistrationError(f"unknown metric {metric}")
+    # gradients at the sample points only: a whole-image gradient filter per level costs
+    # 3 float images of the full volume (~1 GB for 512x512x300) and most of the time
+    R.SetMetricUseFixedImageGradientFilter(False)
+    R.SetMetricUseMovingImageGradientFilter(False)
     R.SetMetricSamplingStrategy(R.RANDOM)
     shrinks = [2, 1] if bspline else [4, 2, 1]
     n_vox = float(np.prod(fixed.GetSize()))
@@ -251,19 +260,28 @@ def register_volumes(
     RegistrationError
         The fields of view do not overlap after initialisation, or the optimiser fails.
     """
-    import time
-
     rc = config["registration"]
     warnings: list[str] = []
     tick = {"start": time.perf_counter()}
+    # ITK's metric takes its threads from the global default, not from the method:
+    # pin it for the run (threads = 1 is what makes the transform reproducible)
+    old_threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(rc["threads"]))
+    try:
+        return _register(pre, post, method=method, liver_pre=liver_pre, liver_post=liver_post,
+                         landmarks=landmarks, config=config, rc=rc, warnings=warnings, tick=tick)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(old_threads)
+
+
+def _register(pre, post, *, method, liver_pre, liver_post, landmarks, config, rc, warnings, tick):
+    for what, m in (("pre liver mask", liver_pre), ("post liver mask", liver_post)):
+        if m is not None and not np.any(np.asarray(m.array)):
+            raise MaskError(f"{m.source or what}: {what} is empty (is the liver in this scan's field of view?)")
     fixed = sitk.Cast(volume_to_sitk(pre), sitk.sitkFloat32)
     moving = sitk.Cast(volume_to_sitk(post), sitk.sitkFloat32)
     lp = volume_to_sitk(liver_pre, (np.asarray(liver_pre.array) != 0).astype(np.uint8)) if liver_pre is not None else None
     lq = volume_to_sitk(liver_post, (np.asarray(liver_post.array) != 0).astype(np.uint8)) if liver_post is not None else None
-
-    for what, m in (("pre liver mask", liver_pre), ("post liver mask", liver_post)):
-        if m is not None and not np.any(np.asarray(m.array)):
-            raise MaskError(f"{m.source or what}: {what} is empty (is the liver in this scan's field of view?)")
     tx: sitk.Transform
     metric_name = None
     final = iters = stop = None
@@ -296,7 +314,7 @@ def register_volumes(
         else:
             metric_name = f"{metric} (whole image)"
         try:
-            rigid, R = _stage(fixed, moving, init, fmask, affine=False, metric=metric)
+            rigid, R = _stage(fixed, moving, init, fmask, affine=False, metric=metric, threads=rc["threads"])
             tx = rigid
             final, iters, stop = R.GetMetricValue(), R.GetOptimizerIteration(), R.GetOptimizerStopConditionDescription()
             if method in ("affine", "deformable"):
@@ -306,7 +324,7 @@ def register_volumes(
                 aff.SetMatrix(eul.GetMatrix())
                 aff.SetTranslation(eul.GetTranslation())
                 aff.SetCenter(eul.GetCenter())
-                affine_tx, R = _stage(fixed, moving, aff, fmask, affine=True, metric=metric)
+                affine_tx, R = _stage(fixed, moving, aff, fmask, affine=True, metric=metric, threads=rc["threads"])
                 tx = affine_tx
                 final, iters, stop = R.GetMetricValue(), R.GetOptimizerIteration(), R.GetOptimizerStopConditionDescription()
             if method == "deformable":
@@ -315,7 +333,7 @@ def register_volumes(
                 bs = sitk.BSplineTransformInitializer(fixed, mesh)
                 comp = sitk.CompositeTransform(tx)
                 comp.AddTransform(bs)
-                out, R = _stage(fixed, moving, comp, fmask, affine=True, bspline=True, metric=metric)
+                out, R = _stage(fixed, moving, comp, fmask, affine=True, bspline=True, metric=metric, threads=rc["threads"])
                 tx = out
                 final, iters, stop = R.GetMetricValue(), R.GetOptimizerIteration(), R.GetOptimizerStopConditionDescription()
         except RuntimeError as exc:
