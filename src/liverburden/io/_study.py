@@ -108,14 +108,21 @@ def load_image(
 ) -> tuple[Volume, StudyHeader, list[str], list[Path]]:
     """Load an image (DICOM folder or file, NIfTI/NRRD); ``match_mask`` (a volume
     file) helps choose among several DICOM series by geometry."""
+    img, header, w, used, _ = _load_image(image, series=series, config=config, match_mask=match_mask,
+                                          read_pixels=read_pixels)
+    return img, header, w, used
+
+
+def _load_image(image, *, series, config, match_mask, read_pixels, mask_what="mask"):
+    """:func:`load_image`, also returning the match mask it read (so it is read once)."""
     image_p = Path(image)
     mask_v = None
     if match_mask is not None and is_volume_file(Path(match_mask)):
-        mask_v = read_volume_file(Path(match_mask), "mask")
+        mask_v = read_volume_file(Path(match_mask), mask_what)
     if image_p.is_file() and is_volume_file(image_p):
-        return read_volume_file(image_p, "image"), StudyHeader(source_kind="volume-file"), [], [image_p]
+        return read_volume_file(image_p, "image"), StudyHeader(source_kind="volume-file"), [], [image_p], mask_v
     img, header, w, used = _load_dicom_image(image_p, series, mask_v, config, read_pixels, _tol(config))
-    return img, header, w, used
+    return img, header, w, used, mask_v
 
 
 def load_mask_on(
@@ -146,15 +153,18 @@ def load_study(
     InputError, SeriesSelectionError, GeometryError, MaskError
         With the file named and, for geometry, both geometries.
     """
-    img, header, warnings, used = load_image(
-        image, series=series, config=config, match_mask=liver, read_pixels=read_pixels
+    img, header, warnings, used, liver_v = _load_image(
+        image, series=series, config=config, match_mask=liver, read_pixels=read_pixels, mask_what="liver mask"
     )
     files: dict[str, list[Path]] = {"image": used, "liver": [Path(liver)], "lesions": [Path(lesions)]}
 
     def on(p, role, what):
         return load_mask_on(p, img, header, config=config, role=role, what=what)
 
-    liver_g = on(liver, "liver", "liver mask")
+    if liver_v is not None:  # already read to choose the series: reorient it, do not read it again
+        liver_g = img.with_array(match_to_grid(liver_v, img, what="liver mask", **_tol(config)), source=str(liver))
+    else:
+        liver_g = on(liver, "liver", "liver mask")
     lesion_g = on(lesions, "lesion", "lesion mask")
     seg_g = None
     if segments is not None:
