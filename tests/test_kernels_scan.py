@@ -31,3 +31,21 @@ def test_word_scan_equals_voxel_scan(nx, dt_l, dt_e, seed):
     for a, b in zip(ref, got):
         assert np.array_equal(np.asarray(a), np.asarray(b))
     assert ref[0].shape[0] > 0
+
+
+@pytest.mark.parametrize("nx", [8, 16, 72, 136])
+@pytest.mark.parametrize("dt_l", [np.uint8, np.uint16])
+def test_nonzero_liver_fast_count_equals_voxel_scan(nx, dt_l):
+    rng = np.random.default_rng(nx)
+    shape = (6, 11, nx)
+    liver = (rng.random(shape) < 0.4).astype(dt_l) * rng.integers(1, 5, shape).astype(dt_l)
+    liver[:, :, : nx // 3] = 0  # rows whose liver starts mid-row
+    les = (rng.random(shape) < 0.05).astype(np.uint8)
+    n_l = 256 if dt_l == np.uint8 else 65536
+    llut = _value_lut("nonzero", n_l, ids=False)
+    elut = _value_lut("nonzero", 256, ids=True)
+    ref = K._scan_runs(liver, les, llut, elut, 0, shape[0])
+    got = K.scan_runs(liver, les, llut, elut, 0, shape[0])
+    assert np.array_equal(ref[0], got[0])  # runs
+    assert ref[1] == got[1]  # liver count
+    assert np.array_equal(ref[4], got[4])  # liver bounding box

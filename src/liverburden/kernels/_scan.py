@@ -239,14 +239,17 @@ def _connect_runs(runs, shape_zy, connectivity, by_value):
 
 
 @njit(cache=True, nogil=True)
-def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lut, z0, z1, has_liver=True):
+def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lut, z0, z1, has_liver=True,
+                     liver_nonzero=False):
     """:func:`_scan_runs` with each row first tested as uint64 words.
 
     ``l64``/``e64`` are the same memory as ``liver``/``lesion`` viewed as
     (slice, row, words) uint64 arrays; ``vpw_l``/``vpw_e`` are voxels per word
     (8 / itemsize). The word OR over a row vectorises, so empty rows (most of
     a CT volume) cost a memory read; only the words between the first and last
-    non-zero word of a row are visited voxel by voxel. Same outputs.
+    non-zero word of a row are visited voxel by voxel. Same outputs, except that
+    with ``liver_nonzero`` (every non-zero liver value is liver, so no value needs
+    checking) ``liver_seen`` is left empty and the liver count is branch-free.
     """
     nz, ny, nx = liver.shape
     nwl = l64.shape[2]
@@ -284,15 +287,31 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
                 xf = -1
                 xl = -1
                 cnt = 0
-                for x in range(w0 * vpw_l, min(nx, (w1 + 1) * vpw_l)):
-                    v = lrow[x]
-                    if v != 0:
-                        liver_seen[v] = 1
-                        if liver_lut[v]:
-                            cnt += 1
-                            if xf < 0:
-                                xf = x
+                xa = w0 * vpw_l
+                xb = min(nx, (w1 + 1) * vpw_l)
+                if liver_nonzero:
+                    # every non-zero value is liver: a branch-free (vectorised) count,
+                    # first/last voxel from the first/last non-zero word only
+                    for x in range(xa, xb):
+                        cnt += lrow[x] != 0
+                    for x in range(xa, min(nx, xa + vpw_l)):
+                        if lrow[x] != 0:
+                            xf = x
+                            break
+                    for x in range(xb - 1, max(xa, xb - vpw_l) - 1, -1):
+                        if lrow[x] != 0:
                             xl = x
+                            break
+                else:
+                    for x in range(xa, xb):
+                        v = lrow[x]
+                        if v != 0:
+                            liver_seen[v] = 1
+                            if liver_lut[v]:
+                                cnt += 1
+                                if xf < 0:
+                                    xf = x
+                                xl = x
                 if cnt:
                     liver_count += cnt
                     if z < bbox[0]:
@@ -366,6 +385,7 @@ def scan_runs(liver: np.ndarray | None, lesion: np.ndarray, liver_lut: np.ndarra
         nz, ny = liver.shape[:2]
         l64 = liver.reshape(-1).view(np.uint64).reshape(nz, ny, -1)
         e64 = lesion.reshape(-1).view(np.uint64).reshape(nz, ny, -1)
+        nonzero = bool(has_liver and liver_lut[0] == 0 and np.all(liver_lut[1:] != 0))
         return _scan_runs_words(liver, lesion, l64, e64, 8 // liver.itemsize, 8 // lesion.itemsize,
-                                liver_lut, lesion_lut, z0, z1, has_liver)
+                                liver_lut, lesion_lut, z0, z1, has_liver, nonzero)
     return _scan_runs(liver, lesion, liver_lut, lesion_lut, z0, z1)
