@@ -361,15 +361,22 @@ def _read_series_pixels_sitk(geom: SeriesGeometry) -> np.ndarray | None:
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # our own checks already ran and warned
     r = sitk.ImageSeriesReader()
     r.SetFileNames([str(i.path) for i in geom.instances])
+    ds = geom.instances[0].ds
+    bits = int(getattr(ds, "BitsStored", 16) or 16)
+    signed = int(getattr(ds, "PixelRepresentation", 0) or 0) == 1
+    inter = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if -32768 <= lo + inter and hi + inter <= 32767:
+        r.SetOutputPixelType(sitk.sitkInt16)  # the stored range fits: let ITK cast while reading
     try:
         img = r.Execute()
     except RuntimeError:
         return None
-    arr = sitk.GetArrayFromImage(img)
+    arr = sitk.GetArrayViewFromImage(img)  # no copy: the cast below makes the one copy we keep
     if arr.shape != tuple(geom.size) or arr.dtype.kind not in "iu":
         return None
     if arr.dtype == np.int16:
-        return arr
+        return np.array(arr)
     lo, hi = int(arr.min()), int(arr.max())
     return arr.astype(np.int16) if -32768 <= lo and hi <= 32767 else arr.astype(np.float32)
 
