@@ -32,6 +32,31 @@ def _grow(runs: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _add_voxel(runs, n, z, y, x, v, inl):
+    """Add lesion voxel (z, y, x) of value v: extend the previous run when it ends
+    just before x on the same row with the same value, else start a run."""
+    if (
+        n > 0
+        and runs[n - 1, RUN_Z] == z
+        and runs[n - 1, RUN_Y] == y
+        and runs[n - 1, RUN_X1] == x - 1
+        and runs[n - 1, RUN_VALUE] == v
+    ):
+        runs[n - 1, RUN_X1] = x
+        runs[n - 1, RUN_IN_LIVER] += inl
+        return runs, n
+    if n == runs.shape[0]:
+        runs = _grow(runs, n)
+    runs[n, RUN_Z] = z
+    runs[n, RUN_Y] = y
+    runs[n, RUN_X0] = x
+    runs[n, RUN_X1] = x
+    runs[n, RUN_VALUE] = v
+    runs[n, RUN_IN_LIVER] = inl
+    return runs, n + 1
+
+
 @njit(cache=True, nogil=True)
 def _scan_runs(liver, lesion, liver_lut, lesion_lut, z0, z1):
     """Scan slices ``z0 .. z1-1`` of two (slice, row, col) label arrays.
@@ -101,27 +126,7 @@ def _scan_runs(liver, lesion, liver_lut, lesion_lut, z0, z1):
                         v = lesion_lut[raw]
                         if v == 0:
                             continue
-                        inl = 1 if liver_lut[lrow[x]] else 0
-                        # extend the previous run when it ends just before x
-                        if (
-                            n > 0
-                            and runs[n - 1, RUN_Z] == z
-                            and runs[n - 1, RUN_Y] == y
-                            and runs[n - 1, RUN_X1] == x - 1
-                            and runs[n - 1, RUN_VALUE] == v
-                        ):
-                            runs[n - 1, RUN_X1] = x
-                            runs[n - 1, RUN_IN_LIVER] += inl
-                        else:
-                            if n == runs.shape[0]:
-                                runs = _grow(runs, n)
-                            runs[n, RUN_Z] = z
-                            runs[n, RUN_Y] = y
-                            runs[n, RUN_X0] = x
-                            runs[n, RUN_X1] = x
-                            runs[n, RUN_VALUE] = v
-                            runs[n, RUN_IN_LIVER] = inl
-                            n += 1
+                        runs, n = _add_voxel(runs, n, z, y, x, v, 1 if liver_lut[lrow[x]] else 0)
     return runs[:n].copy(), liver_count, liver_seen, lesion_seen, bbox
 
 
@@ -341,26 +346,7 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
                     v = lesion_lut[raw]
                     if v == 0:
                         continue
-                    inl = 1 if liver_lut[lrow[x]] else 0
-                    if (
-                        n > 0
-                        and runs[n - 1, RUN_Z] == z
-                        and runs[n - 1, RUN_Y] == y
-                        and runs[n - 1, RUN_X1] == x - 1
-                        and runs[n - 1, RUN_VALUE] == v
-                    ):
-                        runs[n - 1, RUN_X1] = x
-                        runs[n - 1, RUN_IN_LIVER] += inl
-                    else:
-                        if n == runs.shape[0]:
-                            runs = _grow(runs, n)
-                        runs[n, RUN_Z] = z
-                        runs[n, RUN_Y] = y
-                        runs[n, RUN_X0] = x
-                        runs[n, RUN_X1] = x
-                        runs[n, RUN_VALUE] = v
-                        runs[n, RUN_IN_LIVER] = inl
-                        n += 1
+                    runs, n = _add_voxel(runs, n, z, y, x, v, 1 if liver_lut[lrow[x]] else 0)
     return runs[:n].copy(), liver_count, liver_seen, lesion_seen, bbox
 
 
