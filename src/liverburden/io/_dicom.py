@@ -134,7 +134,8 @@ def scan_dicom(path: str | Path) -> list[SeriesInfo]:
         if f.name.upper() == "DICOMDIR":
             continue
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            # pixel data deferred: skipped with a seek, its offset kept for read_series_pixels
+            ds = pydicom.dcmread(f, defer_size=1024)
         except InvalidDicomError:
             if _is_probably_dicom(f):
                 raise InputError(f"{f}: corrupt DICOM file (cannot be parsed)") from None
@@ -329,74 +330,70 @@ def series_geometry(
     )
 
 
-#: Transfer syntaxes the SimpleITK (GDCM) fast path decodes: uncompressed ones.
-_FAST_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+#: Uncompressed transfer syntaxes and the byte order of their pixel data.
+_RAW_SYNTAXES = {"1.2.840.10008.1.2": "<", "1.2.840.10008.1.2.1": "<", "1.2.840.10008.1.2.2": ">"}
+_PIXEL_TAG = 0x7FE00010
 
 
-def _fast_path_ok(geom: SeriesGeometry) -> bool:
-    """Uncompressed, one rescale for the whole series, 16-bit grayscale."""
-    first = geom.instances[0].ds
-    key = None
-    for inst in geom.instances:
-        ds = inst.ds
-        ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
-        k = (ts, float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0),
-             int(getattr(ds, "BitsAllocated", 0) or 0), int(getattr(ds, "PixelRepresentation", 0) or 0),
-             int(getattr(ds, "SamplesPerPixel", 1) or 1))
-        if key is None:
-            key = k
-        elif k != key:
-            return False
-    assert key is not None
-    ts, slope, inter, bits, _, spp = key
-    return ts in _FAST_SYNTAXES and slope == 1.0 and inter == round(inter) and bits == 16 and spp == 1 \
-        and "PixelData" not in first  # headers were read without pixels
-
-
-def _read_series_pixels_sitk(geom: SeriesGeometry) -> np.ndarray | None:
-    """GDCM decodes the files in our sorted order (one C++ pass, ~2x faster than
-    pydicom per file); None when it cannot, and the pydicom path runs instead."""
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # our own checks already ran and warned
-    r = sitk.ImageSeriesReader()
-    r.SetFileNames([str(i.path) for i in geom.instances])
-    ds = geom.instances[0].ds
-    bits = int(getattr(ds, "BitsStored", 16) or 16)
+def _raw_pixel_dtype(ds: pydicom.Dataset) -> np.dtype | None:
+    """dtype of uncompressed 16-bit grayscale pixel data read straight from the file, or None."""
+    ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    order = _RAW_SYNTAXES.get(ts)
+    if order is None:
+        return None
+    bits = int(getattr(ds, "BitsAllocated", 0) or 0)
+    stored = int(getattr(ds, "BitsStored", bits) or bits)
+    if bits != 16 or stored != 16 or int(getattr(ds, "SamplesPerPixel", 1) or 1) != 1:
+        return None  # fewer stored bits may carry overlay bits: pydicom masks them
     signed = int(getattr(ds, "PixelRepresentation", 0) or 0) == 1
-    inter = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    if -32768 <= lo + inter and hi + inter <= 32767:
-        r.SetOutputPixelType(sitk.sitkInt16)  # the stored range fits: let ITK cast while reading
-    try:
-        img = r.Execute()
-    except RuntimeError:
-        return None
-    arr = sitk.GetArrayViewFromImage(img)  # no copy: the cast below makes the one copy we keep
-    if arr.shape != tuple(geom.size) or arr.dtype.kind not in "iu":
-        return None
-    if arr.dtype == np.int16:
-        return np.array(arr)
-    lo, hi = int(arr.min()), int(arr.max())
-    return arr.astype(np.int16) if -32768 <= lo and hi <= 32767 else arr.astype(np.float32)
+    return np.dtype(order + ("i2" if signed else "u2"))
+
+
+def _read_raw_pixels(geom: SeriesGeometry, out: np.ndarray) -> bool:
+    """Read uncompressed pixel data straight from the files at the offsets the
+    header pass recorded (pixel data deferred, not parsed). False when any slice
+    needs a decoder; the caller then uses pydicom."""
+    n, rows, cols = geom.size
+    plan = []
+    for inst in geom.instances:
+        raw = inst.ds._dict.get(_PIXEL_TAG)
+        dt = _raw_pixel_dtype(inst.ds)
+        if dt is None or raw is None or getattr(raw, "value", b"") is not None \
+                or getattr(raw, "value_tell", None) is None or getattr(raw, "is_undefined_length", False):
+            return False
+        if int(raw.length) != rows * cols * 2:
+            raise InputError(f"{inst.path}: pixel data holds {raw.length} bytes, {rows}x{cols}x2 expected")
+        plan.append((inst.path, dt, int(raw.value_tell)))
+    for k, (path, dt, offset) in enumerate(plan):
+        px = np.fromfile(path, dtype=dt, count=rows * cols, offset=offset)
+        if px.size != rows * cols:
+            raise InputError(f"{path}: pixel data truncated ({px.size} of {rows * cols} pixels)")
+        out[k] = px.reshape(rows, cols)
+    return True
 
 
 def read_series_pixels(geom: SeriesGeometry) -> np.ndarray:
     """Decode every slice and apply RescaleSlope/Intercept (per slice).
 
     Returns int16 when every slope is 1 and intercept integral and the values
-    fit, else float32. Uncompressed series with one rescale decode through
-    SimpleITK/GDCM in the sorted order; everything else (compressed transfer
-    syntaxes through pydicom's pylibjpeg / gdcm plugins, per-slice rescale)
-    through pydicom, file by file.
+    fit, else float32. Uncompressed 16-bit series are read straight from the
+    files at the pixel-data offsets recorded by the header pass (one read per
+    file, no parsing); everything else decodes through pydicom (compressed
+    transfer syntaxes through its pylibjpeg / gdcm plugins).
     """
-    if _fast_path_ok(geom):
-        arr = _read_series_pixels_sitk(geom)
-        if arr is not None:
-            return arr
     n, rows, cols = geom.size
-    slopes = []
-    inters = []
+    slopes = [float(getattr(i.ds, "RescaleSlope", 1) or 1) for i in geom.instances]
+    inters = [float(getattr(i.ds, "RescaleIntercept", 0) or 0) for i in geom.instances]
+    dt0 = _raw_pixel_dtype(geom.instances[0].ds)
+    raw = np.empty((n, rows, cols), dtype=dt0.newbyteorder("=")) if dt0 is not None else None
+    if raw is None or not _read_raw_pixels(geom, raw):
+        raw = _decode_pixels(geom)
+    return _rescale(raw, slopes, inters)
+
+
+def _decode_pixels(geom: SeriesGeometry) -> np.ndarray:
+    """Decode slice by slice with pydicom (compressed syntaxes: pylibjpeg / gdcm)."""
+    n, rows, cols = geom.size
     raw = None
     for k, inst in enumerate(geom.instances):
         try:
@@ -411,16 +408,18 @@ def read_series_pixels(geom: SeriesGeometry) -> np.ndarray:
         if raw is None:
             raw = np.empty((n, rows, cols), dtype=px.dtype)
         raw[k] = px
-        slopes.append(float(getattr(ds, "RescaleSlope", 1) or 1))
-        inters.append(float(getattr(ds, "RescaleIntercept", 0) or 0))
     assert raw is not None
+    return raw
+
+
+def _rescale(raw: np.ndarray, slopes, inters) -> np.ndarray:
     s = np.asarray(slopes)
     b = np.asarray(inters)
     if np.all(s == 1) and np.all(b == np.round(b)):
-        lo = float(raw.min()) + b.min()
-        hi = float(raw.max()) + b.max()
-        if -32768 <= lo and hi <= 32767:
-            out = raw.astype(np.int16)
+        rlo, rhi = float(raw.min()), float(raw.max())
+        lo, hi = rlo + b.min(), rhi + b.max()
+        if -32768 <= lo and hi <= 32767 and -32768 <= rlo and rhi <= 32767:
+            out = raw if raw.dtype == np.int16 else raw.astype(np.int16)  # in place when already int16
             if np.any(b != 0):
                 out += b.astype(np.int16)[:, None, None]
             return out
