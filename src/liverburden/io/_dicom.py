@@ -349,15 +349,44 @@ def _raw_pixel_dtype(ds: pydicom.Dataset) -> np.dtype | None:
     return np.dtype(order + ("i2" if signed else "u2"))
 
 
+def _raw_value(ds: pydicom.Dataset, tag: int):
+    """An element's value as stored (bytes while pydicom has not converted it): a
+    cheap key for comparing slices, converted once per distinct value."""
+    e = ds._dict.get(tag)
+    if e is None:
+        return None
+    v = e.value
+    return v if isinstance(v, (bytes, str, int, float)) else str(v)
+
+
+def _per_slice(geom: SeriesGeometry, tags: tuple[int, ...], convert, *, with_syntax: bool = False):
+    """``convert(ds)`` for every slice, computed once per distinct raw value of ``tags``
+    (and of the transfer syntax with ``with_syntax``)."""
+    cache: dict = {}
+    out = []
+    for inst in geom.instances:
+        key = tuple(_raw_value(inst.ds, t) for t in tags)
+        if with_syntax:
+            fm = getattr(inst.ds, "file_meta", None)
+            key += (_raw_value(fm, 0x00020010) if fm is not None else None,)
+        if key not in cache:
+            cache[key] = convert(inst.ds)
+        out.append(cache[key])
+    return out
+
+
+_PIXEL_FORMAT_TAGS = (0x00280100, 0x00280101, 0x00280103, 0x00280002)  # BitsAllocated/Stored, PixelRepresentation, SamplesPerPixel
+
+
 def _read_raw_pixels(geom: SeriesGeometry, out: np.ndarray) -> bool:
     """Read uncompressed pixel data straight from the files at the offsets the
     header pass recorded (pixel data deferred, not parsed). False when any slice
     needs a decoder; the caller then uses pydicom."""
     n, rows, cols = geom.size
     plan = []
-    for inst in geom.instances:
+    dts = _per_slice(geom, _PIXEL_FORMAT_TAGS, _raw_pixel_dtype, with_syntax=True)
+    for inst, dt in zip(geom.instances, dts):
         raw = inst.ds._dict.get(_PIXEL_TAG)
-        dt = _raw_pixel_dtype(inst.ds)
         if dt is None or raw is None or getattr(raw, "value", b"") is not None \
                 or getattr(raw, "value_tell", None) is None or getattr(raw, "is_undefined_length", False):
             return False
@@ -382,8 +411,8 @@ def read_series_pixels(geom: SeriesGeometry) -> np.ndarray:
     transfer syntaxes through its pylibjpeg / gdcm plugins).
     """
     n, rows, cols = geom.size
-    slopes = [float(getattr(i.ds, "RescaleSlope", 1) or 1) for i in geom.instances]
-    inters = [float(getattr(i.ds, "RescaleIntercept", 0) or 0) for i in geom.instances]
+    slopes = _per_slice(geom, (0x00281053,), lambda ds: float(getattr(ds, "RescaleSlope", 1) or 1))
+    inters = _per_slice(geom, (0x00281052,), lambda ds: float(getattr(ds, "RescaleIntercept", 0) or 0))
     dt0 = _raw_pixel_dtype(geom.instances[0].ds)
     raw = np.empty((n, rows, cols), dtype=dt0.newbyteorder("=")) if dt0 is not None else None
     if raw is None or not _read_raw_pixels(geom, raw):
