@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ._exceptions import ConfigError, InputError, LiverburdenError
+import numpy as np
+
+from ._exceptions import InputError, LiverburdenError
 from ._version import __version__
 from .config import load_config
 
@@ -539,5 +541,3 @@ def _survival_png(path: Path, surv: Mapping[str, Any]) -> None:
     fig.savefig(path)
     plt.close(fig)
 
-
-import numpy as np  # noqa: E402  (used by survival_analysis)

@@ -8,7 +8,6 @@ bug: the traceback is printed with --debug). ``main(argv)`` is what tests call.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path

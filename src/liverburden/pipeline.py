@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from ._version import __version__
 from .config import load_config
 from .io import hash_files, load_study, pseudonym
@@ -152,11 +154,9 @@ def measure_study(
 # --------------------------------------------------------------------------- margin
 
 
-def read_landmarks(path: str | Path) -> "np.ndarray":
+def read_landmarks(path: str | Path) -> np.ndarray:
     """Landmarks CSV ``x_pre,y_pre,z_pre,x_post,y_post,z_post`` (LPS mm, conventions.md)."""
     import csv
-
-    import numpy as np
 
     from ._exceptions import InputError
 
@@ -217,7 +217,6 @@ def margin_study(
     import csv
     import io as _io
 
-    import numpy as np
     import SimpleITK as sitk
 
     from ._exceptions import MaskError

@@ -18,7 +18,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import pydicom
@@ -37,14 +37,6 @@ IN_PLANE_OFFSET_TOL = 0.01
 #: Positions closer than this fraction of the median gap are duplicates.
 DUPLICATE_TOL = 0.01
 
-_HEADER_TAGS = [
-    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
-    "Modality", "SeriesNumber", "SeriesDescription", "ImageType", "Manufacturer",
-    "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns",
-    "NumberOfFrames", "SamplesPerPixel", "PhotometricInterpretation", "PatientSize", "PatientWeight",
-    "RescaleSlope", "RescaleIntercept", "InstanceNumber", "BitsAllocated", "PixelRepresentation",
-    "SliceThickness", "SpecificCharacterSet",
-]
 _NON_IMAGE_MODALITIES = {"SEG", "SR", "RTSTRUCT", "RTPLAN", "RTDOSE", "PR", "KO", "REG", "DOC"}
 
 

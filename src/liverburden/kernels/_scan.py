@@ -33,6 +33,17 @@ def _grow(runs: np.ndarray, n: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _extend_bbox(bbox, z, y, x_first, x_last):
+    """Grow the (min z, y, x, max z, y, x) box by a row stretch of liver voxels."""
+    bbox[0] = min(bbox[0], z)
+    bbox[3] = max(bbox[3], z)
+    bbox[1] = min(bbox[1], y)
+    bbox[4] = max(bbox[4], y)
+    bbox[2] = min(bbox[2], x_first)
+    bbox[5] = max(bbox[5], x_last)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _add_voxel(runs, n, z, y, x, v, inl):
     """Add lesion voxel (z, y, x) of value v: extend the previous run when it ends
     just before x on the same row with the same value, else start a run."""
@@ -105,18 +116,7 @@ def _scan_runs(liver, lesion, liver_lut, lesion_lut, z0, z1):
                             liver_seen[v] = 1
                             if liver_lut[v]:
                                 liver_count += 1
-                                if z < bbox[0]:
-                                    bbox[0] = z
-                                if z > bbox[3]:
-                                    bbox[3] = z
-                                if y < bbox[1]:
-                                    bbox[1] = y
-                                if y > bbox[4]:
-                                    bbox[4] = y
-                                if x < bbox[2]:
-                                    bbox[2] = x
-                                if x > bbox[5]:
-                                    bbox[5] = x
+                                _extend_bbox(bbox, z, y, x, x)
                 if ea != 0:
                     for x in range(xb, xe):
                         raw = erow[x]
@@ -319,18 +319,7 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
                                 xl = x
                 if cnt:
                     liver_count += cnt
-                    if z < bbox[0]:
-                        bbox[0] = z
-                    if z > bbox[3]:
-                        bbox[3] = z
-                    if y < bbox[1]:
-                        bbox[1] = y
-                    if y > bbox[4]:
-                        bbox[4] = y
-                    if xf < bbox[2]:
-                        bbox[2] = xf
-                    if xl > bbox[5]:
-                        bbox[5] = xl
+                    _extend_bbox(bbox, z, y, xf, xl)
             if ea != zero:
                 w0 = 0
                 while ew[w0] == zero:

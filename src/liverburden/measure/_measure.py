@@ -21,7 +21,7 @@ from .._version import __version__
 from ..config import resolve_config
 from ..geometry import Volume, ld_axis
 from ._anatomy import SEGMENT_KEYS, Body, anatomy_and_flr, segment_names
-from ._components import Groups, group_runs
+from ._components import group_runs
 from ._labels import as_label_array, lut_size
 
 SCHEMA_VERSION = "1.0.0"
