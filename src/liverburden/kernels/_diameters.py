@@ -263,15 +263,15 @@ def _lesion_geometry(runs, order, comp_start, spacing, cos_tol, tie_tol):
             nv = _hull_2d(pts, m, hull, nh)
             for i in range(nh, nh + nv):
                 hull_z[i] = z
-            best = 0.0 if nv > 0 else -1.0
+            # max of squared lengths, one sqrt: sqrt is monotone and correctly
+            # rounded, so sqrt(max d2) == max sqrt(d2) exactly
+            best2 = 0.0
             for i in range(nh, nh + nv):
                 for j in range(i + 1, nh + nv):
                     dy = (hull[j, 0] - hull[i, 0]) * sy
                     dx = (hull[j, 1] - hull[i, 1]) * sx
-                    d = math.sqrt(dy * dy + dx * dx)
-                    if d > best:
-                        best = d
-            sl_max[zi] = best
+                    best2 = max(best2, dy * dy + dx * dx)
+            sl_max[zi] = math.sqrt(best2) if nv > 0 else -1.0
             nh += nv
             sl_start[zi + 1] = nh
         # slices without voxels (a lesion of instance labels can skip slices)
@@ -377,17 +377,31 @@ def _lesion_geometry(runs, order, comp_start, spacing, cos_tol, tie_tol):
 
         # --- 3-D diameter over the union of slice hull vertices -------------
         best3 = -1.0
+        # squared-length pre-filter: a pair is looked at only when d2 reaches
+        # (best3 - tie_tol)^2 less a relative 1e-9 (so rounding never drops a pair
+        # the exact test d >= best3 - tie_tol would keep)
+        lo2 = -1.0
         m0 = np.zeros(3, dtype=np.int64)
         m1 = np.zeros(3, dtype=np.int64)
+        hz = np.empty(nh, dtype=np.float64)
+        hy = np.empty(nh, dtype=np.float64)
+        hx = np.empty(nh, dtype=np.float64)
         for i in range(nh):
-            zi_ = hull_z[i] * sz
-            yi_ = hull[i, 0] * sy
-            xi_ = hull[i, 1] * sx
+            hz[i] = hull_z[i] * sz
+            hy[i] = hull[i, 0] * sy
+            hx[i] = hull[i, 1] * sx
+        for i in range(nh):
+            zi_ = hz[i]
+            yi_ = hy[i]
+            xi_ = hx[i]
             for j in range(i, nh):
-                dz = hull_z[j] * sz - zi_
-                dy = hull[j, 0] * sy - yi_
-                dx = hull[j, 1] * sx - xi_
-                d = math.sqrt(dz * dz + dy * dy + dx * dx)
+                dz = hz[j] - zi_
+                dy = hy[j] - yi_
+                dx = hx[j] - xi_
+                d2 = dz * dz + dy * dy + dx * dx
+                if d2 < lo2:
+                    continue
+                d = math.sqrt(d2)
                 if d < best3 - tie_tol:
                     continue
                 # C-order end points
@@ -408,6 +422,8 @@ def _lesion_geometry(runs, order, comp_start, spacing, cos_tol, tie_tol):
                 if take:
                     if d > best3:
                         best3 = d
+                        t = best3 - tie_tol
+                        lo2 = t * t * (1.0 - 1e-9) if t > 0.0 else -1.0
                     m0[0] = p0; m0[1] = p1; m0[2] = p2
                     m1[0] = q0; m1[1] = q1; m1[2] = q2
         floats[c, F_MAX3D] = best3

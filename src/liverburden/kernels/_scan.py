@@ -243,6 +243,45 @@ def _connect_runs(runs, shape_zy, connectivity, by_value):
     return comp, n_comp
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _lanes_nonzero(x, itemsize):
+    """Word ``x`` with the lowest bit of each ``itemsize``-byte lane set where
+    that lane (one voxel) is non-zero, every other bit clear."""
+    if itemsize == 1:
+        x |= x >> np.uint64(4)
+        x |= x >> np.uint64(2)
+        x |= x >> np.uint64(1)
+        return x & np.uint64(0x0101010101010101)
+    if itemsize == 2:
+        x |= x >> np.uint64(8)
+        x |= x >> np.uint64(4)
+        x |= x >> np.uint64(2)
+        x |= x >> np.uint64(1)
+        return x & np.uint64(0x0001000100010001)
+    if itemsize == 4:
+        x |= x >> np.uint64(16)
+        x |= x >> np.uint64(8)
+        x |= x >> np.uint64(4)
+        x |= x >> np.uint64(2)
+        x |= x >> np.uint64(1)
+        return x & np.uint64(0x0000000100000001)
+    return np.uint64(1) if x != np.uint64(0) else np.uint64(0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lane_sum(acc, itemsize):
+    """Sum of the ``itemsize``-byte lanes of ``acc`` (each lane < 2**(8*itemsize-1))."""
+    if itemsize == 1:
+        m = np.uint64(0x00FF00FF00FF00FF)
+        acc = (acc & m) + ((acc >> np.uint64(8)) & m)
+        return (acc * np.uint64(0x0001000100010001)) >> np.uint64(48)
+    if itemsize == 2:
+        return (acc * np.uint64(0x0001000100010001)) >> np.uint64(48)
+    if itemsize == 4:
+        return (acc & np.uint64(0xFFFFFFFF)) + (acc >> np.uint64(32))
+    return acc
+
+
 @njit(cache=True, nogil=True)
 def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lut, z0, z1, has_liver=True,
                      liver_nonzero=False):
@@ -251,14 +290,19 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
     ``l64``/``e64`` are the same memory as ``liver``/``lesion`` viewed as
     (slice, row, words) uint64 arrays; ``vpw_l``/``vpw_e`` are voxels per word
     (8 / itemsize). The word OR over a row vectorises, so empty rows (most of
-    a CT volume) cost a memory read; only the words between the first and last
-    non-zero word of a row are visited voxel by voxel. Same outputs, except that
-    with ``liver_nonzero`` (every non-zero liver value is liver, so no value needs
-    checking) ``liver_seen`` is left empty and the liver count is branch-free.
+    a CT volume) cost a memory read; only rows with a non-zero word are looked
+    at further, while they are in cache. Same outputs, except that with
+    ``liver_nonzero`` (every non-zero liver value is liver, so no value needs
+    checking) ``liver_seen`` is left empty and liver rows are counted a word at
+    a time: each word's non-zero voxels become one bit per lane, summed lane-wise,
+    and OR-ed into one word row whose first and last set voxel give the bounding
+    box columns. Lesion voxels are taken a run at a time (a stretch of one raw
+    value), not voxel by voxel.
     """
     nz, ny, nx = liver.shape
     nwl = l64.shape[2]
     nwe = e64.shape[2]
+    isz = 8 // vpw_l
     runs = np.empty((1024, RUN_NCOLS), dtype=np.int64)
     n = 0
     liver_count = 0
@@ -266,7 +310,10 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
     lesion_seen = np.zeros(lesion_lut.shape[0], dtype=np.uint8)
     big = nz + ny + nx + 1
     bbox = np.array([big, big, big, -1, -1, -1], dtype=np.int64)
+    union = np.zeros(nwl, dtype=np.uint64)  # OR of every liver row (liver_nonzero)
     zero = np.uint64(0)
+    # lanes hold < 2**(8*itemsize-1) before a lane sum (uint8: 127 words)
+    chunk = 127 if isz == 1 else nwl
     for z in range(z0, z1):
         for y in range(ny):
             lw = l64[z, y]
@@ -283,32 +330,31 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
             lrow = liver[z, y]
             erow = lesion[z, y]
             if la != zero:
-                w0 = 0
-                while lw[w0] == zero:
-                    w0 += 1
-                w1 = nwl - 1
-                while lw[w1] == zero:
-                    w1 -= 1
-                xf = -1
-                xl = -1
-                cnt = 0
-                xa = w0 * vpw_l
-                xb = min(nx, (w1 + 1) * vpw_l)
                 if liver_nonzero:
-                    # every non-zero value is liver: a branch-free (vectorised) count,
-                    # first/last voxel from the first/last non-zero word only
-                    for x in range(xa, xb):
-                        cnt += lrow[x] != 0
-                    for x in range(xa, min(nx, xa + vpw_l)):
-                        if lrow[x] != 0:
-                            xf = x
-                            break
-                    for x in range(xb - 1, max(xa, xb - vpw_l) - 1, -1):
-                        if lrow[x] != 0:
-                            xl = x
-                            break
+                    cnt = 0
+                    for c0 in range(0, nwl, chunk):
+                        acc = zero
+                        for w in range(c0, min(nwl, c0 + chunk)):
+                            x = lw[w]
+                            union[w] |= x
+                            acc += _lanes_nonzero(x, isz)
+                        cnt += _lane_sum(acc, isz)
+                    liver_count += cnt
+                    bbox[0] = min(bbox[0], z)
+                    bbox[3] = max(bbox[3], z)
+                    bbox[1] = min(bbox[1], y)
+                    bbox[4] = max(bbox[4], y)
                 else:
-                    for x in range(xa, xb):
+                    w0 = 0
+                    while lw[w0] == zero:
+                        w0 += 1
+                    w1 = nwl - 1
+                    while lw[w1] == zero:
+                        w1 -= 1
+                    xf = -1
+                    xl = -1
+                    cnt = 0
+                    for x in range(w0 * vpw_l, min(nx, (w1 + 1) * vpw_l)):
                         v = lrow[x]
                         if v != 0:
                             liver_seen[v] = 1
@@ -317,9 +363,9 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
                                 if xf < 0:
                                     xf = x
                                 xl = x
-                if cnt:
-                    liver_count += cnt
-                    _extend_bbox(bbox, z, y, xf, xl)
+                    if cnt:
+                        liver_count += cnt
+                        _extend_bbox(bbox, z, y, xf, xl)
             if ea != zero:
                 w0 = 0
                 while ew[w0] == zero:
@@ -327,15 +373,66 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
                 w1 = nwe - 1
                 while ew[w1] == zero:
                     w1 -= 1
-                for x in range(w0 * vpw_e, min(nx, (w1 + 1) * vpw_e)):
+                x = w0 * vpw_e
+                xb = min(nx, (w1 + 1) * vpw_e)
+                while x < xb:
                     raw = erow[x]
                     if raw == 0:
+                        if x % vpw_e == 0 and ew[x // vpw_e] == zero:
+                            x += vpw_e
+                        else:
+                            x += 1
                         continue
+                    x2 = x + 1
+                    while x2 < xb and erow[x2] == raw:
+                        x2 += 1
                     lesion_seen[raw] = 1
                     v = lesion_lut[raw]
-                    if v == 0:
-                        continue
-                    runs, n = _add_voxel(runs, n, z, y, x, v, 1 if liver_lut[lrow[x]] else 0)
+                    if v != 0:
+                        inl = 0
+                        if liver_nonzero:
+                            for k in range(x, x2):
+                                inl += lrow[k] != 0
+                        else:
+                            for k in range(x, x2):
+                                inl += liver_lut[lrow[k]] != 0
+                        if (
+                            n > 0
+                            and runs[n - 1, RUN_Z] == z
+                            and runs[n - 1, RUN_Y] == y
+                            and runs[n - 1, RUN_X1] == x - 1
+                            and runs[n - 1, RUN_VALUE] == v
+                        ):
+                            runs[n - 1, RUN_X1] = x2 - 1
+                            runs[n - 1, RUN_IN_LIVER] += inl
+                        else:
+                            if n == runs.shape[0]:
+                                runs = _grow(runs, n)
+                            runs[n, RUN_Z] = z
+                            runs[n, RUN_Y] = y
+                            runs[n, RUN_X0] = x
+                            runs[n, RUN_X1] = x2 - 1
+                            runs[n, RUN_VALUE] = v
+                            runs[n, RUN_IN_LIVER] = inl
+                            n += 1
+                    x = x2
+    if liver_nonzero and liver_count > 0:
+        # columns of the first and last non-zero voxel over all liver rows
+        w0 = 0
+        while union[w0] == zero:
+            w0 += 1
+        w1 = nwl - 1
+        while union[w1] == zero:
+            w1 -= 1
+        u64 = union.view(liver.dtype)
+        xa = w0 * vpw_l
+        while u64[xa] == 0:
+            xa += 1
+        xl = min(nx, (w1 + 1) * vpw_l) - 1
+        while u64[xl] == 0:
+            xl -= 1
+        bbox[2] = xa
+        bbox[5] = xl
     return runs[:n].copy(), liver_count, liver_seen, lesion_seen, bbox
 
 

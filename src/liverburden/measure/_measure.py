@@ -401,30 +401,61 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
     hep_frac = float(cfg["lesions"]["hepatic_fraction"])
     inv_perm = np.argsort(perm)
 
-    def to_input_index(idx_scan: np.ndarray) -> np.ndarray:
-        idx_scan = np.asarray(idx_scan)
-        return idx_scan[..., inv_perm]
-
-    keep = [g for g in range(n_groups) if stats[g, K.S_COUNT] * voxel_ml >= min_ml]
+    keep = np.flatnonzero(stats[:, K.S_COUNT] * voxel_ml >= min_ml) if n_groups else np.zeros(0, dtype=np.int64)
     dropped = n_groups - len(keep)
     if dropped:
         warnings.append(f"{dropped} component(s) below min_lesion_volume_ml = {min_ml} mL were not counted as lesions")
+    # every lesion's points at once, in the input's (slice, row, col) order and in LPS mm
+    counts = stats[keep, K.S_COUNT]
+    inls = stats[keep, K.S_IN_LIVER]
+    ends_in = ends[keep][..., inv_perm]  # (n, 3 = LD/SA/max3d, 2, 3)
+    cent_in = (floats[keep][:, [K.F_SUM_Z, K.F_SUM_Y, K.F_SUM_X]] / counts[:, None])[:, inv_perm]
+    ends_mm = geo.index_to_lps(ends_in).tolist()
+    cent_mm = geo.index_to_lps(cent_in).tolist()
+    bbox_in = stats[keep, K.S_BBOX : K.S_BBOX + 6].reshape(-1, 2, 3)[..., inv_perm].tolist()
+    ends_l = ends_in.tolist()
+    cent_l = cent_in.tolist()
+    fl = floats[keep].tolist()
+    slices = stats[keep, K.S_SLICE].tolist()
+    ids = [int(G.ids[g]) if mode == "instances" else rank + 1 for rank, g in enumerate(keep.tolist())]
+    locs = ["liver" if inl / cnt >= hep_frac else "extrahepatic" for inl, cnt in zip(inls.tolist(), counts.tolist())]
+
+    # RECIST 1.1 selection --------------------------------------------------------
+    rc = cfg["recist"]
+    slice_spacing = float(sp_scan[0])
+    min_ld = max(float(rc["min_measurable_ld_mm"]), float(rc["slice_spacing_multiple"]) * slice_spacing)
+    lds = [row[K.F_LD] for row in fl]
+    measurable = {lid for lid, ld in zip(ids, lds) if ld >= min_ld}
+    ld_of = dict(zip(ids, lds))
+    loc_of = dict(zip(ids, locs))
+    ranked = sorted(measurable, key=lambda i: (-ld_of[i], i))
+    targets: list[int] = []
+    per_organ: dict[str, int] = {}
+    for lid in ranked:
+        if len(targets) >= rc["max_targets_total"]:
+            break
+        loc = loc_of[lid]
+        if per_organ.get(loc, 0) >= rc["max_targets_per_organ"]:
+            continue
+        per_organ[loc] = per_organ.get(loc, 0) + 1
+        targets.append(lid)
+    target_set = set(targets)
+
+    def pts(p: list) -> Any:
+        return (tuple(p[0]), tuple(p[1]))
+
     run_ids = np.zeros(runs.shape[0], dtype=np.int64)
     lesions: list[Lesion] = []
-    for rank, g in enumerate(keep):
-        lid = int(G.ids[g]) if mode == "instances" else rank + 1
-        count = int(stats[g, K.S_COUNT])
-        inl = int(stats[g, K.S_IN_LIVER])
+    for k, g in enumerate(keep.tolist()):
+        lid = ids[k]
+        count = int(counts[k])
+        inl = int(inls[k])
         frac = inl / count
-        centroid_scan = np.array([floats[g, K.F_SUM_Z], floats[g, K.F_SUM_Y], floats[g, K.F_SUM_X]]) / count
-        c_idx = to_input_index(centroid_scan)
-        ld_idx = to_input_index(ends[g, K.E_LD])
-        sa_ok = ends[g, K.E_SA, 0, 0] >= 0
-        sa_idx = to_input_index(ends[g, K.E_SA]) if sa_ok else None
-        m3_idx = to_input_index(ends[g, K.E_MAX3D])
+        ld_idx, sa_idx, m3_idx = ends_l[k]
+        ld_mm, sa_mm, m3_mm = ends_mm[k]
+        sa_ok = sa_idx[0][0] >= 0
         if tuple(m3_idx[1]) < tuple(m3_idx[0]):  # smallest end point first, in the input's C order
-            m3_idx = m3_idx[::-1]
-        bb = stats[g, K.S_BBOX : K.S_BBOX + 6]
+            m3_mm = m3_mm[::-1]
         seg = None
         seg_vox = None
         if seg_counts is not None:
@@ -437,10 +468,10 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
                 seg_vox["other"] = int(row[-1])
             if row[0]:
                 seg_vox["none"] = int(row[0])
-            labelled = {k: c for k, c in seg_vox.items() if k not in ("none", "other")}
+            labelled = {kk: c for kk, c in seg_vox.items() if kk not in ("none", "other")}
             if labelled:
                 best = max(labelled.values())
-                seg = sorted((k for k, c in labelled.items() if c == best), key=SEGMENT_KEYS.index)[0]
+                seg = sorted((kk for kk, c in labelled.items() if c == best), key=SEGMENT_KEYS.index)[0]
         if ncomp_per_group[g] > 1:
             warnings.append(f"instance {lid} has {int(ncomp_per_group[g])} components")
         if count - inl and frac >= hep_frac:
@@ -448,27 +479,29 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
         lesions.append(
             Lesion(
                 id=lid,
-                location="liver" if frac >= hep_frac else "extrahepatic",
+                location=locs[k],
                 voxel_count=count,
                 volume_ml=count * voxel_ml,
                 voxels_outside_liver=count - inl,
                 liver_fraction=frac,
-                ld_mm=float(floats[g, K.F_LD]),
-                sa_mm=float(floats[g, K.F_SA]),
-                max3d_mm=float(floats[g, K.F_MAX3D]),
-                slice_index=int(stats[g, K.S_SLICE]),
-                ld_endpoints_mm=_tuple_pts(geo.index_to_lps(ld_idx)),
-                sa_endpoints_mm=_tuple_pts(geo.index_to_lps(sa_idx)) if sa_ok else None,
-                max3d_endpoints_mm=_tuple_pts(geo.index_to_lps(m3_idx)),
-                ld_endpoints_index=_tuple_ipts(ld_idx),
-                sa_endpoints_index=_tuple_ipts(sa_idx) if sa_ok else None,
-                centroid_mm=tuple(float(v) for v in geo.index_to_lps(c_idx)),  # type: ignore[arg-type]
-                centroid_index=tuple(float(v) for v in c_idx),  # type: ignore[arg-type]
-                bbox_index_min=tuple(int(v) for v in to_input_index(bb[:3])),  # type: ignore[arg-type]
-                bbox_index_max=tuple(int(v) for v in to_input_index(bb[3:])),  # type: ignore[arg-type]
+                ld_mm=fl[k][K.F_LD],
+                sa_mm=fl[k][K.F_SA],
+                max3d_mm=fl[k][K.F_MAX3D],
+                slice_index=slices[k],
+                ld_endpoints_mm=pts(ld_mm),
+                sa_endpoints_mm=pts(sa_mm) if sa_ok else None,
+                max3d_endpoints_mm=pts(m3_mm),
+                ld_endpoints_index=pts(ld_idx),
+                sa_endpoints_index=pts(sa_idx) if sa_ok else None,
+                centroid_mm=tuple(cent_mm[k]),  # type: ignore[arg-type]
+                centroid_index=tuple(cent_l[k]),  # type: ignore[arg-type]
+                bbox_index_min=tuple(bbox_in[k][0]),  # type: ignore[arg-type]
+                bbox_index_max=tuple(bbox_in[k][1]),  # type: ignore[arg-type]
                 components=int(ncomp_per_group[g]),
                 segment=seg,
                 segment_voxels=seg_vox,
+                recist_measurable=lid in measurable,
+                recist_target=lid in target_set,
             )
         )
         if runs.shape[0]:
@@ -503,24 +536,6 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
         truncated_edges=tuple(edges),
     )
 
-    # RECIST 1.1 selection --------------------------------------------------------
-    rc = cfg["recist"]
-    slice_spacing = float(sp_scan[0])
-    min_ld = max(float(rc["min_measurable_ld_mm"]), float(rc["slice_spacing_multiple"]) * slice_spacing)
-    measurable = {les.id for les in lesions if les.ld_mm >= min_ld}
-    ranked = sorted((les for les in lesions if les.id in measurable), key=lambda l: (-l.ld_mm, l.id))
-    targets: list[int] = []
-    per_organ: dict[str, int] = {}
-    for les in ranked:
-        if len(targets) >= rc["max_targets_total"]:
-            break
-        if per_organ.get(les.location, 0) >= rc["max_targets_per_organ"]:
-            continue
-        per_organ[les.location] = per_organ.get(les.location, 0) + 1
-        targets.append(les.id)
-    lesions = [
-        _replace(les, recist_measurable=les.id in measurable, recist_target=les.id in targets) for les in lesions
-    ]
     sod_all = float(sum(les.ld_mm for les in lesions))
     sod_hep = float(sum(les.ld_mm for les in lesions if les.location == "liver"))
     sod_rec = float(sum(les.ld_mm for les in lesions if les.id in targets))
@@ -609,20 +624,6 @@ def _flag(quantity, op, threshold, value, reliable, meaning, key) -> dict[str, A
         "meaning": meaning,
         "config_key": key,
     }
-
-
-def _replace(les: Lesion, **kw: Any) -> Lesion:
-    from dataclasses import replace
-
-    return replace(les, **kw)
-
-
-def _tuple_pts(a: np.ndarray):
-    return tuple(tuple(float(v) for v in p) for p in np.asarray(a))
-
-
-def _tuple_ipts(a: np.ndarray):
-    return tuple(tuple(int(v) for v in p) for p in np.asarray(a))
 
 
 def measure_volumes(
