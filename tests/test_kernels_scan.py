@@ -49,3 +49,34 @@ def test_nonzero_liver_fast_count_equals_voxel_scan(nx, dt_l):
     assert np.array_equal(ref[0], got[0])  # runs
     assert ref[1] == got[1]  # liver count
     assert np.array_equal(ref[4], got[4])  # liver bounding box
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("dt_l", [np.uint8, np.uint16])
+def test_liver_bbox_columns_grow_inside_and_across_words(seed, dt_l):
+    """The word scan tracks the liver's column range from edge words only; rows
+    whose liver starts a few voxels earlier (same word) or words earlier, in any
+    order, must give the voxel scan's bounding box and count."""
+    rng = np.random.default_rng(100 + seed)
+    shape = (4, 40, 48)
+    liver = np.zeros(shape, dtype=dt_l)
+    for z in range(shape[0]):
+        for y in range(shape[1]):
+            if rng.random() < 0.3:
+                continue
+            a = int(rng.integers(0, shape[2]))
+            b = int(rng.integers(a, shape[2]))
+            liver[z, y, a : b + 1] = rng.integers(1, 3)
+    les = np.zeros(shape, dtype=np.uint8)
+    les[1, 3, 5:9] = 1
+    n_l = 256 if dt_l == np.uint8 else 65536
+    llut = _value_lut("nonzero", n_l, ids=False)
+    elut = _value_lut("nonzero", 256, ids=True)
+    nzl = np.argwhere(liver)
+    for z0, z1 in ((0, shape[0]), (1, 3)):
+        ref = K._scan_runs(liver, les, llut, elut, z0, z1)
+        got = K.scan_runs(liver, les, llut, elut, z0, z1)
+        assert ref[1] == got[1] == int(np.count_nonzero(liver[z0:z1]))
+        assert np.array_equal(ref[4], got[4])
+        sel = nzl[(nzl[:, 0] >= z0) & (nzl[:, 0] < z1)]
+        assert list(got[4]) == list(sel.min(axis=0)) + list(sel.max(axis=0))

@@ -85,6 +85,30 @@ def test_binary_blobs_match_naive(seed, connectivity, direction, spacing):
     np.testing.assert_array_equal(r.label_array(), naive.label_components(les, connectivity))
 
 
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0)], ids=["iso", "double-z"])
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_max3d_tie_rule_matches_naive(seed, spacing):
+    """With the slice axis first (axial direction) the kernel's scan order is the
+    input's C order, so the max-3D tie rule (smallest end points among the pairs
+    within the tie tolerance of the maximum) must pick the naive's pair also when
+    many pairs tie: isotropic and integer-ratio spacings, boxes and blobs."""
+    les = blobs(seed, sigma=2.0).astype(np.uint8)
+    les[1:4, 1:6, 1:8] = 1  # a box: four diagonals of equal length
+    les[0, :, :] = 0
+    liver = np.ones(SHAPE, np.uint8)
+    r = measure_arrays(liver, les, spacing, ph.AXIAL)
+    ref = naive.measure(liver, les, spacing, ph.AXIAL)
+    assert r.ld_axis == 0
+    assert [L.id for L in r.lesions] == [g["id"] for g in ref["lesions"]]
+    ties = 0
+    for L, g in zip(r.lesions, ref["lesions"]):
+        ties += not g["max3d_unique"]
+        want = [tuple(ph.index_to_lps(p, spacing, ph.AXIAL, None)) for p in g["max3d_endpoints_index"]]
+        np.testing.assert_allclose(L.max3d_endpoints_mm, want, atol=1e-9, err_msg=f"lesion {L.id}")
+        assert L.max3d_mm == pytest.approx(g["max3d_mm"], abs=1e-9)
+    assert ties >= 3  # the case this test is for
+
+
 @pytest.mark.parametrize("connectivity", [6, 18, 26])
 @pytest.mark.parametrize("seed", [2, 3])
 def test_instance_blobs_match_naive(seed, connectivity):

@@ -160,6 +160,150 @@ def _short_axis(py, px, npx, vy, vx, sy, sx, cos_tol, tie_tol, out):
 
 
 @njit(cache=True, nogil=True)
+def _max3d(hull, hull_z, sl_start, n_slices, sz, sy, sx, tie_tol):
+    """Largest distance between two of the slice hull vertices, and its end points.
+
+    Ties (within ``tie_tol`` of the maximum) go to the smallest pair of end
+    points in C order (first point, then second), as a whole-set rule that does
+    not depend on the visiting order: pass 1 finds the exact maximum, pass 2 the
+    smallest end points among the pairs that reach maximum - ``tie_tol``.
+
+    Slice pairs are visited by decreasing upper bound (their slice distance
+    and the distance of two discs that hold the slices' vertices) and skipped
+    once the bound cannot reach the best length, so most vertex pairs are
+    never formed.
+    """
+    nh = sl_start[n_slices]
+    hz = np.empty(nh, dtype=np.float64)
+    hy = np.empty(nh, dtype=np.float64)
+    hx = np.empty(nh, dtype=np.float64)
+    for i in range(nh):
+        hz[i] = hull_z[i] * sz
+        hy[i] = hull[i, 0] * sy
+        hx[i] = hull[i, 1] * sx
+    # per slice: z (mm), in-plane centre (mid-box, mm) and radius around it
+    occ = np.empty(n_slices, dtype=np.int64)
+    no = 0
+    for zi in range(n_slices):
+        if sl_start[zi + 1] > sl_start[zi]:
+            occ[no] = zi
+            no += 1
+    bz = np.empty(no, dtype=np.float64)
+    cy = np.empty(no, dtype=np.float64)
+    cx = np.empty(no, dtype=np.float64)
+    rad = np.zeros(no, dtype=np.float64)
+    for k in range(no):
+        h0 = sl_start[occ[k]]
+        h1 = sl_start[occ[k] + 1]
+        bz[k] = hz[h0]
+        y0 = hy[h0]
+        y1 = hy[h0]
+        x0 = hx[h0]
+        x1 = hx[h0]
+        for i in range(h0 + 1, h1):
+            y0 = min(y0, hy[i])
+            y1 = max(y1, hy[i])
+            x0 = min(x0, hx[i])
+            x1 = max(x1, hx[i])
+        cy[k] = 0.5 * (y0 + y1)
+        cx[k] = 0.5 * (x0 + x1)
+        r2 = 0.0
+        for i in range(h0, h1):
+            r2 = max(r2, (hy[i] - cy[k]) ** 2 + (hx[i] - cx[k]) ** 2)
+        rad[k] = math.sqrt(r2)
+    npairs = no * (no + 1) // 2
+    ub = np.empty(npairs, dtype=np.float64)
+    pa = np.empty(npairs, dtype=np.int64)
+    pb = np.empty(npairs, dtype=np.int64)
+    q = 0
+    for a in range(no):
+        for b in range(a, no):
+            dz = bz[b] - bz[a]
+            # two points in discs (ca, ra), (cb, rb) are at most |ca - cb| + ra + rb apart in plane
+            dp = math.sqrt((cy[b] - cy[a]) ** 2 + (cx[b] - cx[a]) ** 2) + rad[a] + rad[b]
+            # an upper bound on any vertex pair's squared length, padded by a
+            # relative 1e-9 against rounding
+            ub[q] = (dz * dz + dp * dp) * (1.0 + 1e-9)
+            pa[q] = a
+            pb[q] = b
+            q += 1
+    by_ub = np.argsort(-ub)
+    # pass 1: the exact maximum of d2
+    best2 = -1.0
+    for t in range(npairs):
+        p = by_ub[t]
+        if ub[p] < best2:
+            break
+        a0 = sl_start[occ[pa[p]]]
+        a1 = sl_start[occ[pa[p]] + 1]
+        b0 = sl_start[occ[pb[p]]]
+        b1 = sl_start[occ[pb[p]] + 1]
+        kb = pb[p]
+        dzb = bz[kb]
+        for i in range(a0, a1):
+            zi_ = hz[i]
+            yi_ = hy[i]
+            xi_ = hx[i]
+            # the vertex against the disc of slice b
+            dp = math.sqrt((yi_ - cy[kb]) ** 2 + (xi_ - cx[kb]) ** 2) + rad[kb]
+            if ((dzb - zi_) ** 2 + dp * dp) * (1.0 + 1e-9) < best2:
+                continue
+            for j in range(max(b0, i), b1):
+                dz = hz[j] - zi_
+                dy = hy[j] - yi_
+                dx = hx[j] - xi_
+                best2 = max(best2, dz * dz + dy * dy + dx * dx)
+    best3 = math.sqrt(best2) if best2 >= 0.0 else -1.0
+    m0 = np.zeros(3, dtype=np.int64)
+    m1 = np.zeros(3, dtype=np.int64)
+    if best2 < 0.0:
+        return best3, m0, m1
+    # pass 2: smallest end points among pairs with d >= best3 - tie_tol
+    t_lo = best3 - tie_tol
+    lo2 = t_lo * t_lo * (1.0 - 1e-9) if t_lo > 0.0 else -1.0
+    found = False
+    for t in range(npairs):
+        p = by_ub[t]
+        if ub[p] < lo2:
+            break
+        a0 = sl_start[occ[pa[p]]]
+        a1 = sl_start[occ[pa[p]] + 1]
+        b0 = sl_start[occ[pb[p]]]
+        b1 = sl_start[occ[pb[p]] + 1]
+        kb = pb[p]
+        dzb = bz[kb]
+        for i in range(a0, a1):
+            dp = math.sqrt((hy[i] - cy[kb]) ** 2 + (hx[i] - cx[kb]) ** 2) + rad[kb]
+            if ((dzb - hz[i]) ** 2 + dp * dp) * (1.0 + 1e-9) < lo2:
+                continue
+            for j in range(max(b0, i), b1):
+                dz = hz[j] - hz[i]
+                dy = hy[j] - hy[i]
+                dx = hx[j] - hx[i]
+                d2 = dz * dz + dy * dy + dx * dx
+                if d2 < lo2 or math.sqrt(d2) < t_lo:
+                    continue
+                # C-order end points
+                if _lex_less(hull_z[i], hull[i, 0], hull[i, 1], 0, hull_z[j], hull[j, 0], hull[j, 1], 1):
+                    p0 = hull_z[i]; p1 = hull[i, 0]; p2 = hull[i, 1]
+                    q0 = hull_z[j]; q1 = hull[j, 0]; q2 = hull[j, 1]
+                else:
+                    p0 = hull_z[j]; p1 = hull[j, 0]; p2 = hull[j, 1]
+                    q0 = hull_z[i]; q1 = hull[i, 0]; q2 = hull[i, 1]
+                take = not found
+                if found:
+                    if p0 != m0[0] or p1 != m0[1] or p2 != m0[2]:
+                        take = _lex_less(p0, p1, p2, 0, m0[0], m0[1], m0[2], 0)
+                    else:
+                        take = _lex_less(q0, q1, q2, 0, m1[0], m1[1], m1[2], 0)
+                if take:
+                    found = True
+                    m0[0] = p0; m0[1] = p1; m0[2] = p2
+                    m1[0] = q0; m1[1] = q1; m1[2] = q2
+    return best3, m0, m1
+
+
+@njit(cache=True, nogil=True)
 def _lesion_geometry(runs, order, comp_start, spacing, cos_tol, tie_tol):
     """Volume counts, bounding box, centroid sums, LD, SA and 3-D diameter per lesion.
 
@@ -376,56 +520,7 @@ def _lesion_geometry(runs, order, comp_start, spacing, cos_tol, tie_tol):
             ends[c, E_SA, 1, 2] = bs[3]
 
         # --- 3-D diameter over the union of slice hull vertices -------------
-        best3 = -1.0
-        # squared-length pre-filter: a pair is looked at only when d2 reaches
-        # (best3 - tie_tol)^2 less a relative 1e-9 (so rounding never drops a pair
-        # the exact test d >= best3 - tie_tol would keep)
-        lo2 = -1.0
-        m0 = np.zeros(3, dtype=np.int64)
-        m1 = np.zeros(3, dtype=np.int64)
-        hz = np.empty(nh, dtype=np.float64)
-        hy = np.empty(nh, dtype=np.float64)
-        hx = np.empty(nh, dtype=np.float64)
-        for i in range(nh):
-            hz[i] = hull_z[i] * sz
-            hy[i] = hull[i, 0] * sy
-            hx[i] = hull[i, 1] * sx
-        for i in range(nh):
-            zi_ = hz[i]
-            yi_ = hy[i]
-            xi_ = hx[i]
-            for j in range(i, nh):
-                dz = hz[j] - zi_
-                dy = hy[j] - yi_
-                dx = hx[j] - xi_
-                d2 = dz * dz + dy * dy + dx * dx
-                if d2 < lo2:
-                    continue
-                d = math.sqrt(d2)
-                if d < best3 - tie_tol:
-                    continue
-                # C-order end points
-                a_first = _lex_less(hull_z[i], hull[i, 0], hull[i, 1], 0, hull_z[j], hull[j, 0], hull[j, 1], 1)
-                if a_first:
-                    p0 = hull_z[i]; p1 = hull[i, 0]; p2 = hull[i, 1]
-                    q0 = hull_z[j]; q1 = hull[j, 0]; q2 = hull[j, 1]
-                else:
-                    p0 = hull_z[j]; p1 = hull[j, 0]; p2 = hull[j, 1]
-                    q0 = hull_z[i]; q1 = hull[i, 0]; q2 = hull[i, 1]
-                take = False
-                if d > best3 + tie_tol:
-                    take = True
-                elif p0 != m0[0] or p1 != m0[1] or p2 != m0[2]:
-                    take = _lex_less(p0, p1, p2, 0, m0[0], m0[1], m0[2], 0)
-                else:
-                    take = _lex_less(q0, q1, q2, 0, m1[0], m1[1], m1[2], 0)
-                if take:
-                    if d > best3:
-                        best3 = d
-                        t = best3 - tie_tol
-                        lo2 = t * t * (1.0 - 1e-9) if t > 0.0 else -1.0
-                    m0[0] = p0; m0[1] = p1; m0[2] = p2
-                    m1[0] = q0; m1[1] = q1; m1[2] = q2
+        best3, m0, m1 = _max3d(hull, hull_z, sl_start, n_slices, sz, sy, sx, tie_tol)
         floats[c, F_MAX3D] = best3
         for a in range(3):
             ends[c, E_MAX3D, 0, a] = m0[a]

@@ -303,6 +303,9 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
     nwl = l64.shape[2]
     nwe = e64.shape[2]
     isz = 8 // vpw_l
+    sh_e = 0  # log2(vpw_e)
+    while (1 << sh_e) < vpw_e:
+        sh_e += 1
     runs = np.empty((1024, RUN_NCOLS), dtype=np.int64)
     n = 0
     liver_count = 0
@@ -310,7 +313,11 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
     lesion_seen = np.zeros(lesion_lut.shape[0], dtype=np.uint8)
     big = nz + ny + nx + 1
     bbox = np.array([big, big, big, -1, -1, -1], dtype=np.int64)
-    union = np.zeros(nwl, dtype=np.uint64)  # OR of every liver row (liver_nonzero)
+    # liver_nonzero: word range [bw0, bw1] and voxel columns [bx0, bx1] of the liver so far
+    bw0 = nwl
+    bw1 = -1
+    bx0 = nx
+    bx1 = -1
     zero = np.uint64(0)
     # lanes hold < 2**(8*itemsize-1) before a lane sum (uint8: 127 words)
     chunk = 127 if isz == 1 else nwl
@@ -331,19 +338,48 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
             erow = lesion[z, y]
             if la != zero:
                 if liver_nonzero:
+                    # words outside the columns seen so far: only when some is set
+                    # does the column range grow (rare after the first rows)
+                    pre = zero
+                    for w in range(0, bw0):
+                        pre |= lw[w]
+                    if pre != zero:
+                        w = 0
+                        while lw[w] == zero:
+                            w += 1
+                        bw0 = w
+                    suf = zero
+                    for w in range(bw1 + 1, nwl):
+                        suf |= lw[w]
+                    if suf != zero:
+                        w = nwl - 1
+                        while lw[w] == zero:
+                            w -= 1
+                        bw1 = w
                     cnt = 0
-                    for c0 in range(0, nwl, chunk):
+                    for c0 in range(bw0, bw1 + 1, chunk):
                         acc = zero
-                        for w in range(c0, min(nwl, c0 + chunk)):
-                            x = lw[w]
-                            union[w] |= x
-                            acc += _lanes_nonzero(x, isz)
+                        for w in range(c0, min(bw1 + 1, c0 + chunk)):
+                            acc += _lanes_nonzero(lw[w], isz)
                         cnt += _lane_sum(acc, isz)
                     liver_count += cnt
                     bbox[0] = min(bbox[0], z)
                     bbox[3] = max(bbox[3], z)
                     bbox[1] = min(bbox[1], y)
                     bbox[4] = max(bbox[4], y)
+                    # the first / last voxel in the edge words
+                    off = bx0 - bw0 * vpw_l  # lanes of word bw0 before bx0 (vpw_l when unset)
+                    if pre != zero or (off > 0 and (lw[bw0] & ((np.uint64(1) << np.uint64(8 * isz * off)) - np.uint64(1))) != zero):
+                        for x in range(bw0 * vpw_l, bw0 * vpw_l + min(off, vpw_l) if pre == zero else (bw0 + 1) * vpw_l):
+                            if lrow[x] != 0:
+                                bx0 = x
+                                break
+                    off = bx1 - bw1 * vpw_l + 1  # lanes of word bw1 up to bx1
+                    if suf != zero or (off < vpw_l and (lw[bw1] >> np.uint64(8 * isz * off)) != zero):
+                        for x in range((bw1 + 1) * vpw_l - 1, (bw1 * vpw_l + off - 1) if suf == zero else bw1 * vpw_l - 1, -1):
+                            if lrow[x] != 0:
+                                bx1 = x
+                                break
                 else:
                     w0 = 0
                     while lw[w0] == zero:
@@ -378,7 +414,7 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
                 while x < xb:
                     raw = erow[x]
                     if raw == 0:
-                        if x % vpw_e == 0 and ew[x // vpw_e] == zero:
+                        if (x & (vpw_e - 1)) == 0 and ew[x >> sh_e] == zero:
                             x += vpw_e
                         else:
                             x += 1
@@ -417,22 +453,8 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
                             n += 1
                     x = x2
     if liver_nonzero and liver_count > 0:
-        # columns of the first and last non-zero voxel over all liver rows
-        w0 = 0
-        while union[w0] == zero:
-            w0 += 1
-        w1 = nwl - 1
-        while union[w1] == zero:
-            w1 -= 1
-        u64 = union.view(liver.dtype)
-        xa = w0 * vpw_l
-        while u64[xa] == 0:
-            xa += 1
-        xl = min(nx, (w1 + 1) * vpw_l) - 1
-        while u64[xl] == 0:
-            xl -= 1
-        bbox[2] = xa
-        bbox[5] = xl
+        bbox[2] = bx0
+        bbox[5] = bx1
     return runs[:n].copy(), liver_count, liver_seen, lesion_seen, bbox
 
 
