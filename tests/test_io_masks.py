@@ -282,3 +282,98 @@ def test_nifti_with_zero_pixdim_is_rejected(tmp_path):
     p = _bad_pixdim_file(tmp_path, 0.0)
     with pytest.raises(InputError, match="(?i)zero|spacing|pixdim"):
         read_volume_file(p, "liver mask")
+
+
+# --------------------------------------------------------------------------- direct NIfTI read
+
+def _sitk_volume(path: Path):
+    img = sitk.ReadImage(str(path))
+    if img.GetDimension() == 4:
+        img = img[:, :, :, 0]
+    d = np.asarray(img.GetDirection()).reshape(3, 3)[:, ::-1]
+    return sitk.GetArrayFromImage(img), img.GetSpacing()[::-1], img.GetOrigin(), d
+
+
+def _oblique_affine(spacing, flip_x: bool):
+    a = math.radians(17.0)
+    rot = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    if flip_x:
+        rot[:, 0] = -rot[:, 0]
+    aff = np.eye(4)
+    aff[:3, :3] = rot * np.asarray(spacing)[None, :]
+    aff[:3, 3] = (-120.5, 33.25, -410.0)
+    return aff
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.int32, np.float32])
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_direct_nifti_read_equals_simpleitk(tmp_path, dtype, suffix, big_endian):
+    """The NIfTI voxels read without SimpleITK's copy: same array, dtype and
+    geometry as ``sitk.ReadImage`` (ITK's own LPS conversion), either byte
+    order, compressed or not, an oblique flipped affine."""
+    version = 1
+    import nibabel as nib
+
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 6, size=(13, 11, 7)).astype(dtype)  # (i, j, k) = ITK (x, y, z)
+    cls = nib.Nifti1Image if version == 1 else nib.Nifti2Image
+    img = cls(data, _oblique_affine((0.8, 0.9, 2.5), flip_x=True))
+    if big_endian:
+        img = cls(data.astype(data.dtype.newbyteorder(">")), img.affine, img.header.as_byteswapped(">"))
+    img.header.set_data_dtype(data.dtype)
+    path = tmp_path / f"m{suffix}"
+    nib.save(img, str(path))
+    if big_endian:
+        raw = path.read_bytes() if suffix == ".nii" else __import__("gzip").decompress(path.read_bytes())
+        assert raw[:4] == (348 if version == 1 else 540).to_bytes(4, "big")  # the case under test
+    vol = read_volume_file(path, "mask")
+    arr, spacing, origin, direction = _sitk_volume(path)
+    assert vol.array.dtype == arr.dtype
+    np.testing.assert_array_equal(vol.array, arr)
+    assert vol.array.flags.writeable and vol.array.flags.c_contiguous
+    np.testing.assert_allclose(vol.spacing_mm, spacing, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(vol.origin_mm, origin, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(vol.direction, direction, rtol=0, atol=1e-12)
+
+
+def test_direct_nifti_read_of_4d_with_one_volume_and_scaled_data(tmp_path):
+    """A 4-D file with one time point reads as 3-D; scaled data (scl_slope) goes
+    through ITK's reader, which applies the scaling."""
+    import nibabel as nib
+
+    data = np.arange(5 * 4 * 3, dtype=np.int16).reshape(5, 4, 3, 1) % 3
+    p4 = tmp_path / "t.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([0.7, 0.7, 3.0, 1.0])), str(p4))
+    vol = read_volume_file(p4, "mask")
+    np.testing.assert_array_equal(vol.array, _sitk_volume(p4)[0])
+    ps = tmp_path / "s.nii.gz"
+    img = nib.Nifti1Image(data[..., 0], np.diag([0.7, 0.7, 3.0, 1.0]))
+    img.header.set_slope_inter(2.0, 1.0)
+    nib.save(img, str(ps))
+    vol = read_volume_file(ps, "mask")
+    np.testing.assert_array_equal(vol.array, _sitk_volume(ps)[0])
+    assert vol.array.max() == 2 * 2 + 1
+
+
+def test_nifti2_is_a_clear_error_as_in_itk(tmp_path):
+    """ITK (and so this package) does not read NIfTI-2: one line naming the file."""
+    import nibabel as nib
+
+    p = tmp_path / "two.nii.gz"
+    nib.save(nib.Nifti2Image(np.ones((4, 4, 4), np.uint8), np.eye(4)), str(p))
+    with pytest.raises(InputError, match=r"two\.nii\.gz: cannot read liver mask"):
+        read_volume_file(p, "liver mask")
+
+
+def test_truncated_nifti_gz_names_the_file(tmp_path):
+    import nibabel as nib
+
+    p = tmp_path / "cut.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((40, 40, 40), np.uint8), np.eye(4)), str(p))
+    import gzip
+
+    raw = gzip.decompress(p.read_bytes())
+    p.write_bytes(gzip.compress(raw[: len(raw) - 5000]))
+    with pytest.raises(InputError, match=r"cut\.nii\.gz.*truncated"):
+        read_volume_file(p, "liver mask")

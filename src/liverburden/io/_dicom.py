@@ -367,6 +367,8 @@ def _per_slice(geom: SeriesGeometry, tags: tuple[int, ...], convert, *, with_syn
     return out
 
 
+_NATIVE_LITTLE = np.little_endian
+
 _PIXEL_FORMAT_TAGS = (0x00280100, 0x00280101, 0x00280103, 0x00280002)  # BitsAllocated/Stored, PixelRepresentation, SamplesPerPixel
 
 
@@ -384,12 +386,25 @@ def _read_raw_pixels(geom: SeriesGeometry, out: np.ndarray) -> bool:
             return False
         if int(raw.length) != rows * cols * 2:
             raise InputError(f"{inst.path}: pixel data holds {raw.length} bytes, {rows}x{cols}x2 expected")
+        if dt.kind != out.dtype.kind:
+            return False  # signed and unsigned slices in one series: decode, widened
         plan.append((inst.path, dt, int(raw.value_tell)))
+    nbytes = rows * cols * 2
     for k, (path, dt, offset) in enumerate(plan):
-        px = np.fromfile(path, dtype=dt, count=rows * cols, offset=offset)
-        if px.size != rows * cols:
-            raise InputError(f"{path}: pixel data truncated ({px.size} of {rows * cols} pixels)")
-        out[k] = px.reshape(rows, cols)
+        # straight into the output slice: no intermediate array, no copy
+        buf = memoryview(out[k].reshape(-1).view(np.uint8))
+        with open(path, "rb", buffering=0) as fh:
+            fh.seek(offset)
+            got = fh.readinto(buf)
+            while 0 < got < nbytes:  # a short read is legal; loop until EOF
+                more = fh.readinto(buf[got:])
+                if not more:
+                    break
+                got += more
+        if got != nbytes:
+            raise InputError(f"{path}: pixel data truncated ({got // 2} of {rows * cols} pixels)")
+        if dt.byteorder == ">" or (dt.byteorder == "=" and not _NATIVE_LITTLE):
+            out[k].byteswap(inplace=True)
     return True
 
 
@@ -428,6 +443,8 @@ def _decode_pixels(geom: SeriesGeometry) -> np.ndarray:
             raise InputError(f"{inst.path}: pixel data shape {px.shape} is not {rows}x{cols}")
         if raw is None:
             raw = np.empty((n, rows, cols), dtype=px.dtype)
+        elif not np.can_cast(px.dtype, raw.dtype, "safe"):
+            raw = raw.astype(np.result_type(raw.dtype, px.dtype))  # widen, never wrap
         raw[k] = px
     assert raw is not None
     return raw

@@ -44,7 +44,10 @@ def read_volume_file(path: str | Path, what: str) -> Volume:
         raise InputError(f"{p}: {what} must be a file, got a folder")
     name = p.name.lower()
     if name.endswith(".nii") or name.endswith(".nii.gz"):
-        _check_nifti_header(p, what)
+        hdr = _check_nifti_header(p, what)
+        vol = _read_nifti_direct(p, hdr, what)
+        if vol is not None:
+            return vol
     try:
         img = sitk.ReadImage(str(p))
     except RuntimeError as exc:
@@ -63,8 +66,9 @@ def read_volume_file(path: str | Path, what: str) -> Volume:
         raise InputError(f"{p}: {what}: {exc}") from None
 
 
-def _check_nifti_header(p: Path, what: str) -> None:
-    """ITK replaces a NaN or zero pixdim by 1 mm without a word: check it first."""
+def _check_nifti_header(p: Path, what: str) -> bytes:
+    """ITK replaces a NaN or zero pixdim by 1 mm without a word: check it first.
+    Returns the raw header bytes (up to 540)."""
     import gzip
 
     try:
@@ -86,6 +90,103 @@ def _check_nifti_header(p: Path, what: str) -> None:
         raise InputError(f"{p}: {what} has a NaN or infinite voxel spacing (pixdim {zooms.tolist()})")
     if np.any(zooms == 0):
         raise InputError(f"{p}: {what} has a zero voxel spacing (pixdim {zooms.tolist()})")
+    return raw
+
+
+# NIfTI datatype code -> numpy kind + size (the pixel type ITK gives them too)
+_NIFTI_DTYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4"}
+_CHUNK = 1 << 22
+
+
+def _nifti_layout(raw: bytes):
+    """(dtype, (nx, ny, nz), vox_offset) of a plain single-file NIfTI-1/2 header, or
+    None when ITK would do more than copy the voxels (scaling, >3-D, other types)."""
+    for order in ("<", ">"):
+        size = np.frombuffer(raw[:4], dtype=order + "i4")[0] if len(raw) >= 4 else 0
+        if size == 348 and len(raw) >= 348 and raw[344:347] == b"n+1":
+            dim = np.frombuffer(raw[40:56], dtype=order + "i2").astype(np.int64)
+            code = int(np.frombuffer(raw[70:72], dtype=order + "i2")[0])
+            offset = float(np.frombuffer(raw[108:112], dtype=order + "f4")[0])
+            slope, inter = (float(v) for v in np.frombuffer(raw[112:120], dtype=order + "f4"))
+        elif size == 540 and len(raw) >= 540 and raw[4:7] == b"n+2":
+            dim = np.frombuffer(raw[16:80], dtype=order + "i8").astype(np.int64)
+            code = int(np.frombuffer(raw[12:14], dtype=order + "i2")[0])
+            offset = float(np.frombuffer(raw[168:176], dtype=order + "i8")[0])
+            slope, inter = (float(v) for v in np.frombuffer(raw[176:192], dtype=order + "f8"))
+        else:
+            continue
+        kind = _NIFTI_DTYPES.get(code)
+        if kind is None or dim[0] < 3 or dim[0] > 7 or np.any(dim[4 : dim[0] + 1] != 1) or np.any(dim[1:4] < 1):
+            return None
+        if not (slope in (0.0, 1.0) and inter == 0.0) or offset != int(offset) or offset < size:
+            return None
+        return np.dtype(order + kind), tuple(int(d) for d in dim[1:4]), int(offset)
+    return None
+
+
+def _inflate_into(p: Path, offset: int, out: np.ndarray) -> int:
+    """Decompress ``p`` (gzip), skip ``offset`` bytes, fill ``out``'s bytes; returns
+    the number of bytes written (short when the file ends early)."""
+    try:
+        from zlib_ng import zlib_ng as zl
+    except ImportError:  # pragma: no cover - zlib-ng is a dependency; stdlib fallback
+        import zlib as zl
+    data = p.read_bytes()
+    d = zl.decompressobj(31)
+    head = b""
+    tail = data
+    while len(head) < offset:
+        chunk = d.decompress(tail, offset - len(head))
+        tail = d.unconsumed_tail
+        if not chunk:
+            return 0
+        head += chunk
+    mv = memoryview(out.reshape(-1).view(np.uint8))
+    pos = 0
+    while pos < mv.nbytes:
+        chunk = d.decompress(tail, min(_CHUNK, mv.nbytes - pos))
+        tail = d.unconsumed_tail
+        if not chunk:
+            break
+        mv[pos : pos + len(chunk)] = chunk
+        pos += len(chunk)
+    return pos
+
+
+def _read_nifti_direct(p: Path, raw: bytes, what: str) -> Volume | None:
+    """A plain NIfTI file read without SimpleITK's voxel copy: the geometry from ITK's
+    own header reading (so the LPS conventions are ITK's), the voxels inflated
+    straight into the output array. None when the header needs ITK's full reader."""
+    layout = _nifti_layout(raw)
+    if layout is None:
+        return None
+    dtype, (nx, ny, nz), offset = layout
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None  # the full read reports the problem
+    if reader.GetDimension() != 3 or tuple(reader.GetSize()) != (nx, ny, nz) \
+            or reader.GetNumberOfComponents() != 1:
+        return None
+    out = np.empty((nz, ny, nx), dtype=dtype.newbyteorder("="))
+    try:
+        if p.name.lower().endswith(".gz"):
+            got = _inflate_into(p, offset, out)
+        else:
+            with open(p, "rb", buffering=0) as fh:
+                fh.seek(offset)
+                got = fh.readinto(memoryview(out.reshape(-1).view(np.uint8)))
+    except (OSError, EOFError, ValueError) as exc:
+        raise InputError(f"{p}: cannot read {what} ({type(exc).__name__}: {str(exc)[:160]})") from None
+    if got != out.nbytes:
+        raise InputError(f"{p}: {what} is truncated ({got} of {out.nbytes} voxel bytes)")
+    if dtype.byteorder == ">" or (dtype.byteorder == "=" and not np.little_endian):
+        out.byteswap(inplace=True)
+    d = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3)
+    return Volume(out, tuple(float(s) for s in reader.GetSpacing()[::-1]), tuple(reader.GetOrigin()), d[:, ::-1],
+                  source=str(p))
 
 
 def _seg_segments_for_role(seg, role: str | None, path: Path) -> list[int]:
