@@ -201,11 +201,28 @@ class SeriesGeometry:
         return Volume(arr, self.spacing_mm, self.origin_mm, self.direction)
 
 
+_FLOAT_TAGS = {"ImageOrientationPatient": 0x00200037, "PixelSpacing": 0x00280030, "ImagePositionPatient": 0x00200032}
+
+
 def _floats(ds: pydicom.Dataset, name: str, n: int, path: Path) -> np.ndarray:
-    val = getattr(ds, name, None)
-    if val is None or len(val) != n:
-        raise GeometryError(f"{path}: missing or malformed {name}")
-    arr = np.asarray([float(v) for v in val], dtype=np.float64)
+    # A DS element still in its raw form is parsed from its bytes: the same numbers
+    # as pydicom's DSfloat (both are Python float() of each backslash-separated
+    # string), without building and validating one object per value.
+    e = ds._dict.get(_FLOAT_TAGS[name])
+    if e is not None and isinstance(getattr(e, "value", None), bytes) and getattr(e, "VR", None) in ("DS", None):
+        try:
+            txt = e.value.decode("ascii").strip(" \0")
+            vals = [float(v) for v in txt.split("\\")] if txt else []
+        except (UnicodeDecodeError, ValueError):
+            raise GeometryError(f"{path}: missing or malformed {name}") from None
+        if len(vals) != n:
+            raise GeometryError(f"{path}: missing or malformed {name}")
+        arr = np.asarray(vals, dtype=np.float64)
+    else:
+        val = getattr(ds, name, None)
+        if val is None or len(val) != n:
+            raise GeometryError(f"{path}: missing or malformed {name}")
+        arr = np.asarray([float(v) for v in val], dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         raise GeometryError(f"{path}: {name} has non-finite values")
     return arr
