@@ -8,11 +8,19 @@ the zone, the distance to the nearest voxel centre outside the zone; outside,
 minus the distance to the nearest voxel centre inside it. Only voxel centres
 inside the array count (as scipy's ``distance_transform_edt`` on the array).
 
-Speed: each tumor is measured in a box around it, grown by the larger of the
-VIC range and twice the threshold. A margin read in a box is exact when the
-ball of that radius around the surface voxel lies inside the box (or the box
-meets the array edge there); otherwise the box is doubled and the tumor
-measured again, so results are exact whatever the box.
+Speed: the tumors come from one run-length scan of the tumor array; the zone is
+read only near each tumor. A tumor's surface, volume and coverage come from its
+runs. Its margins need the zone's signed distance at the surface voxels only:
+the exact separable EDT (``kernels._margin_box._sq_dist_at``) is restricted to
+the lines through those voxels, over a box that holds, around each surface
+voxel, the ball of radius U, U being the distance to the other side of the
+zone boundary straight along one of the six axis directions (an upper bound of
+its margin), searched within the tumor's box grown by the larger of the VIC
+range and twice the threshold. A margin read in a box is exact when the ball of
+that radius around the surface voxel lies inside the box (or the box meets the
+array edge there); otherwise the tumor's box is doubled and the tumor measured
+again, so results are exact whatever the box. VIC and the subcapsular distance
+use the tumor's box.
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ from ..geometry import Volume
 from ..measure._components import group_runs
 from ..measure._labels import as_label_array, lut_size
 from ..measure._measure import _value_lut
-from ..kernels._edt import INF, _sq_edt, _surface_voxels
+from ..kernels._edt import INF
+from ..kernels._margin_box import _margin_stats, _nearest_feature, _side_margins, _sq_dist_at, _tumor_surface, _vic_box
 
 
 class Classification(str, enum.Enum):
@@ -181,13 +190,21 @@ def margins_arrays(
         return not (np.any(z_u) if zone_spec == "nonzero" else np.any(zone_lut[z_u]))
 
     G = group_runs(runs, t_u.shape[:2], cfg["labels"]["lesion_mode"], int(cfg["lesions"]["connectivity"]))
-    liver_b = None if liver is None else np.asarray(liver) != 0
-    if liver_b is not None and liver_b.shape != t.shape:
-        raise GeometryError(f"liver shape {liver_b.shape} differs from tumor shape {t.shape}")
+    liver_u = liver_lut = None
+    if liver is not None:
+        lv = np.asarray(liver)
+        if lv.shape != t.shape:
+            raise GeometryError(f"liver shape {lv.shape} differs from tumor shape {t.shape}")
+        if lv.dtype in (np.bool_, np.uint8, np.uint16):  # read in place, non-zero is liver
+            liver_u = np.ascontiguousarray(lv).view(np.uint8) if lv.dtype == np.bool_ else np.ascontiguousarray(lv)
+        else:
+            liver_u = (lv != 0).view(np.uint8)
+        liver_lut = np.ones(lut_size(liver_u), dtype=np.uint8)
+        liver_lut[0] = 0
     seg_u = None if segments is None else as_label_array(np.asarray(segments), "segment map")
 
     vic_max = int(mc["vic_max_mm"]) if vic else 0
-    sub_mm = float(mc["subcapsular_exclusion_mm"]) if liver_b is not None else 0.0
+    sub_mm = float(mc["subcapsular_exclusion_mm"]) if liver_u is not None else 0.0
     base_r = max(float(vic_max), 2.0 * thr, sub_mm) + float(sp.max())
     warnings: list[str] = []
     out = []
@@ -197,11 +214,13 @@ def margins_arrays(
         tid = int(G.ids[g])
         if G.components[g] > 1:
             warnings.append(f"tumor {tid} has {int(G.components[g])} components")
+        # the surface and coverage read the zone at the tumor's voxels only
+        tumor = _tumor_surface(z_u, zone_lut, truns)
         r = base_r
         whole = float(np.max(np.asarray(t_u.shape) * sp))  # a box this large is the whole array
         while True:
-            res = _one_tumor(truns, tid, z_u, zone_lut, liver_b, seg_u, sp, geo, thr, r, vic_max, sub_mm,
-                             unc, classify, int(G.components[g]))
+            res = _one_tumor(truns, tumor, tid, z_u, zone_lut, liver_u, liver_lut, seg_u, sp, geo, thr, r, vic_max,
+                             sub_mm, unc, classify, int(G.components[g]))
             if isinstance(res, str):  # no zone voxel in this tumor's box
                 if _zone_empty():
                     raise MaskError("ablation zone mask is empty")
@@ -218,53 +237,44 @@ def margins_arrays(
     return MarginResult(tuple(out), thr, tuple(warnings), cfg)
 
 
-def _one_tumor(truns, tid, z_u, zone_lut, liver_b, seg_u, sp, geo, thr, r_mm, vic_max, sub_mm, unc, classify, ncomp):
-    shape = np.array(z_u.shape)
-    lo_t = np.array([truns[:, K.RUN_Z].min(), truns[:, K.RUN_Y].min(), truns[:, K.RUN_X0].min()])
-    hi_t = np.array([truns[:, K.RUN_Z].max(), truns[:, K.RUN_Y].max(), truns[:, K.RUN_X1].max()])
+def _one_tumor(truns, tumor, tid, z_u, zone_lut, liver_u, liver_lut, seg_u, sp, geo, thr, r_mm, vic_max, sub_mm, unc,
+               classify, ncomp):
+    """Margins of one tumor in its box grown by ``r_mm``: a TumorMargin, None when
+    the box is too small for exact margins, "no-zone" when the box holds no zone voxel."""
+    surf, inside, n_vox, covered = tumor
+    shape = np.array(z_u.shape, dtype=np.int64)
     pad = np.ceil(r_mm / sp).astype(np.int64)
-    lo = np.maximum(lo_t - pad, 0)
-    hi = np.minimum(hi_t + pad, shape - 1)
-    box = tuple(slice(int(lo[a]), int(hi[a]) + 1) for a in range(3))
-    bshape = tuple(int(hi[a] - lo[a] + 1) for a in range(3))
-    tb = np.zeros(bshape, dtype=np.uint8)
-    K._paint_runs(tb, truns, np.ones(truns.shape[0], dtype=np.int64), int(lo[0]), int(lo[1]), int(lo[2]))
-    tb = tb.astype(bool)
-    zb = zone_lut[z_u[box]].astype(bool)
-
-    if not zb.any():
-        return "no-zone"
-    # surface: tumor voxels with a 6-neighbour outside the tumor. The box is cut only
-    # by the array edge, where the missing neighbour is outside too.
-    surf = _surface_voxels(tb)
-    inside = zb[surf[:, 0], surf[:, 1], surf[:, 2]]
-    margins = np.empty(surf.shape[0], dtype=np.float64)
-    if inside.any():
-        d_out = _sq_edt(~zb, sp)
-        v = d_out[surf[inside, 0], surf[inside, 1], surf[inside, 2]]
-        margins[inside] = np.sqrt(v)
-        if np.any(v >= INF):
+    lo = np.maximum(surf.min(axis=0) - pad, 0)  # the surface holds every extreme voxel of the tumor
+    hi = np.minimum(surf.max(axis=0) + pad, shape - 1)
+    n_in = int(np.count_nonzero(inside))
+    n_s = surf.shape[0]
+    # The zone's exact EDT, read at the surface voxels only, over a box that holds the
+    # ball of radius U around each of them (U: the distance to the other side of the
+    # zone boundary straight along an axis, an upper bound of the margin)
+    if n_in == n_s:  # inside the zone: to the nearest voxel outside it
+        margins, status = _side_margins(z_u, zone_lut, False, surf, lo, hi, sp)
+        if status:
             return None
-    if (~inside).any():
-        d_in = _sq_edt(zb, sp)
-        v = d_in[surf[~inside, 0], surf[~inside, 1], surf[~inside, 2]]
-        if np.any(v >= INF):
+    elif n_in == 0:  # outside: to the nearest zone voxel, negative
+        margins, status = _side_margins(z_u, zone_lut, True, surf, lo, hi, sp)
+        if status:
+            return "no-zone" if status == 1 else None
+        margins = -margins
+    else:
+        margins = np.empty(n_s, dtype=np.float64)
+        m_out, status = _side_margins(z_u, zone_lut, True, surf[~inside], lo, hi, sp)
+        if status:
+            return "no-zone" if status == 1 else None
+        m_in, status = _side_margins(z_u, zone_lut, False, surf[inside], lo, hi, sp)
+        if status:
             return None
-        margins[~inside] = -np.sqrt(v)
-    # exactness: the ball of radius |m| around each surface voxel must lie in the box
-    # (or the box must meet the array edge on that side)
-    reach = np.abs(margins)[:, None] / sp[None, :]
-    gl = surf + lo[None, :]
-    short_lo = (gl - reach < lo[None, :]) & (lo[None, :] > 0)
-    short_hi = (gl + reach > hi[None, :]) & (hi[None, :] < shape[None, :] - 1)
-    if np.any(short_lo | short_hi):
-        return None
+        margins[~inside] = -m_out
+        margins[inside] = m_in
 
     sub = None
     keep = np.ones(surf.shape[0], dtype=bool)
-    if sub_mm > 0 and liver_b is not None:
-        lb = liver_b[box]
-        d_cap = np.sqrt(_sq_edt(~lb, sp))[surf[:, 0], surf[:, 1], surf[:, 2]]
+    if sub_mm > 0 and liver_u is not None:
+        d_cap = np.sqrt(_sq_dist_at(liver_u, liver_lut, lo, hi - lo + 1, False, surf, sp))
         excl = d_cap <= sub_mm
         keep = ~excl
         sub = {
@@ -275,38 +285,39 @@ def _one_tumor(truns, tid, z_u, zone_lut, liver_b, seg_u, sp, geo, thr, r_mm, vi
         if not keep.any():
             keep = np.ones_like(keep)
             sub["note"] = "the whole surface is subcapsular; statistics use every surface voxel"
-    m = margins[keep]
-    s_idx = surf[keep]
-    k = int(np.argmin(m))  # argwhere is C order: ties go to the first voxel in C order
+    if sub is None:
+        m = margins
+        s_idx = surf
+    else:
+        m = margins[keep]
+        s_idx = surf[keep]
+    # the first minimum in C order; quartiles as np.percentile(m, [25, 50, 75])
+    k, q25, q50, q75, n_neg, n_mid, n_hi = _margin_stats(m, thr)
     min_m = float(m[k])
-    p_box = s_idx[k]
-    p_glob = p_box + lo
-    # direction to the nearest feature voxel (outside the zone if inside, inside if outside)
-    feat = ~zb if min_m > 0 else zb
-    fi = np.argwhere(feat)
-    d2 = np.sum(((fi - p_box[None, :]) * sp[None, :]) ** 2, axis=1)
-    j = int(np.argmin(d2))
-    vec = (fi[j] - p_box) * sp
+    p_glob = s_idx[k]
+    # direction to the nearest feature voxel of the box (outside the zone if inside,
+    # inside if outside); every voxel at the nearest distance lies within |min_m| + 1 voxel per axis
+    reach = np.ceil(abs(min_m) / sp).astype(np.int64) + 1
+    fj = _nearest_feature(z_u, zone_lut, lo, hi, min_m <= 0, p_glob, sp, reach)
+    vec = (fj - p_glob) * sp
     lps_vec = geo.direction @ vec
     nrm = float(np.linalg.norm(lps_vec))
     direction = tuple(float(v) for v in lps_vec / nrm) if nrm > 0 else None
 
-    n_vox = int(tb.sum())
-    covered = int((tb & zb).sum())
     cov = 100.0 * covered / n_vox
     voxel_ml = float(np.prod(sp)) / 1000.0
     vic_ml: dict[str, float] = {}
     vic_ml["0"] = float(n_vox - covered) * voxel_ml  # VIC_0: tumor outside the zone
     if vic_max > 0:
-        d_t = _sq_edt(tb, sp)
+        counts = _vic_box(z_u, zone_lut, truns, int(lo[0]), int(lo[1]), int(lo[2]), int(hi[0] - lo[0] + 1),
+                          int(hi[1] - lo[1] + 1), int(hi[2] - lo[2] + 1), sp, vic_max)
         for kk in range(1, vic_max + 1):
-            dil = d_t <= kk * kk + 1e-9
-            vic_ml[str(kk)] = float(np.count_nonzero(dil & ~zb)) * voxel_ml
-    q = np.percentile(m, [25, 50, 75])
+            vic_ml[str(kk)] = float(counts[kk]) * voxel_ml
+    n_m = m.shape[0]
     frac = {
-        "below_0": float(np.mean(m < 0)),
-        "from_0_to_threshold": float(np.mean((m >= 0) & (m < thr))),
-        "at_least_threshold": float(np.mean(m >= thr)),
+        "below_0": n_neg / n_m,
+        "from_0_to_threshold": n_mid / n_m,
+        "at_least_threshold": n_hi / n_m,
         "threshold_mm": thr,
     }
     cls = None
@@ -328,7 +339,7 @@ def _one_tumor(truns, tid, z_u, zone_lut, liver_b, seg_u, sp, geo, thr, r_mm, vi
         voxel_count=n_vox,
         surface_voxels=int(surf.shape[0]),
         min_margin_mm=min_m,
-        margin_quartiles_mm=(float(q[0]), float(q[1]), float(q[2])),
+        margin_quartiles_mm=(float(q25), float(q50), float(q75)),
         surface_fraction=frac,
         coverage_pct=cov,
         vic_ml=vic_ml,
