@@ -98,22 +98,77 @@ def _tumor_surface(z_u, zone_lut, truns):
 @njit(cache=True, nogil=True)
 def _vic_box(z_u, zone_lut, truns, lo0, lo1, lo2, n0, n1, n2, spacing, kmax):
     """VIC counts in the box ``[lo, lo + n)``: ``out[k]`` = voxels outside the zone
-    within k mm of the tumor (squared EDT of the tumor ``<= k*k + 1e-9``), k = 0..kmax."""
-    tb = np.zeros((n0, n1, n2), dtype=np.uint8)
+    within k mm of the tumor (squared EDT of the tumor ``<= k*k + 1e-9``), k = 0..kmax.
+
+    The separable EDT of :func:`._edt._sq_edt`, with everything beyond kmax mm
+    dropped: rows and slices without a tumor voxel stay empty, and a partial
+    squared distance above ``kmax^2 + 1e-9`` is no feature for the next axis
+    (every term is non-negative, so it cannot come back under the limit).
+    """
+    lim = kmax * kmax + 1e-9
+    s2 = spacing[2] * spacing[2]
+    g = np.full((n0, n1, n2), INF, dtype=np.float64)
+    row_t = np.zeros((n0, n1), dtype=np.uint8)
+    slice_t = np.zeros(n0, dtype=np.uint8)
     for r in range(truns.shape[0]):
         z = truns[r, 0] - lo0
         y = truns[r, 1] - lo1
+        row_t[z, y] = 1
+        slice_t[z] = 1
         for x in range(truns[r, 2] - lo2, truns[r, 3] - lo2 + 1):
-            tb[z, y, x] = 1
-    d_t = _sq_edt(tb, spacing)
-    hist = np.zeros(kmax + 1, dtype=np.int64)
-    lim = kmax * kmax + 1e-9
+            g[z, y, x] = 0.0
+    # axis 2: distance along the row to the nearest tumor voxel
     for z in range(n0):
+        if not slice_t[z]:
+            continue
         for y in range(n1):
-            row = z_u[lo0 + z, lo1 + y]
+            if not row_t[z, y]:
+                continue
+            last = -_NONE
             for x in range(n2):
-                dv = d_t[z, y, x]
-                if dv > lim or zone_lut[row[lo2 + x]] != 0:
+                if g[z, y, x] == 0.0:
+                    last = x
+                else:
+                    g[z, y, x] = np.float64(x - last)  # voxels, for now
+            nxt = _NONE + n2
+            for x in range(n2 - 1, -1, -1):
+                if g[z, y, x] == 0.0:
+                    nxt = x
+                    continue
+                a = np.int64(g[z, y, x])
+                if nxt - x < a:
+                    a = nxt - x
+                v = s2 * a * a + 0.0
+                g[z, y, x] = v if v <= lim else INF
+    m = max(n0, n1, n2)
+    f = np.empty(m, dtype=np.float64)
+    d = np.empty(m, dtype=np.float64)
+    v = np.empty(m, dtype=np.int64)
+    zz = np.empty(m + 1, dtype=np.float64)
+    # axis 1
+    for z in range(n0):
+        if not slice_t[z]:
+            continue
+        for x in range(n2):
+            for y in range(n1):
+                f[y] = g[z, y, x]
+            _edt_1d(f, n1, spacing[1], d, v, zz)
+            for y in range(n1):
+                g[z, y, x] = d[y] if d[y] <= lim else INF
+    # axis 0, then the count outside the zone
+    hist = np.zeros(kmax + 1, dtype=np.int64)
+    for y in range(n1):
+        for x in range(n2):
+            any_f = False
+            for z in range(n0):
+                f[z] = g[z, y, x]
+                any_f |= f[z] < INF
+            if not any_f:
+                continue
+            _edt_1d(f, n0, spacing[0], d, v, zz)
+            for z in range(n0):
+                dv = d[z]
+                if dv > lim or zone_lut[z_u[lo0 + z, lo1 + y, lo2 + x]] != 0:
                     continue
                 k = 0
                 while not (dv <= k * k + 1e-9):
