@@ -258,3 +258,36 @@ def test_side_margins_exact_when_the_ball_just_fits_the_walk_box(s):
         m, st = _side_margins(zone, NONZERO, True, p, np.zeros(3, np.int64), np.array([19, 8, 8]), sp)
         ref = ndimage.distance_transform_edt(zone == 0, sampling=sp)[9, 4, 4]
         assert st == 0 and abs(m[0] - ref) <= 1e-9, (s, n)
+
+
+# --------------------------------------------------------------------------- API: input dtypes
+def _two_tumors(sp, shape):
+    g = np.indices(shape).transpose(1, 2, 3, 0) * np.asarray(sp)
+    c = (np.array(shape) - 1) * np.asarray(sp) / 2
+    d = lambda off: np.sqrt(np.sum((g - c - np.asarray(off)) ** 2, axis=-1))  # noqa: E731
+    liver = d((0, 0, 0)) <= 24.0
+    t = (d((0, 0, 18.0)) <= 4.5) | (d((0, -9.0, -8.0)) <= 3.5)
+    zone = (d((0, 0, 18.5)) <= 9.0) | (d((0.5, -9.0, -8.0)) <= 8.0)
+    return liver, t, zone
+
+
+def test_liver_and_zone_dtypes_give_the_same_margins():
+    """The liver (any dtype, non-zero is liver) and a labelled uint16 zone with a value
+    list are read in place; results equal those of boolean masks."""
+    from liverburden.margin import margins_arrays
+
+    sp = (1.25, 0.78, 0.78)
+    shape = (40, 72, 72)
+    liver, t, zone = _two_tumors(sp, shape)
+    cfg = {"margin": {"subcapsular_exclusion_mm": 3.0}}
+    want = margins_arrays(t, zone, sp, liver=liver, config=cfg).to_dict()
+    assert any(tm["subcapsular"]["excluded_surface_fraction"] > 0 for tm in want["tumors"])
+    for lv in (liver.astype(np.uint8) * 3, liver.astype(np.int64) * 7, liver.astype(np.float32),
+               np.asfortranarray(liver), liver.astype(np.uint16) * 300):
+        got = margins_arrays(t, zone, sp, liver=lv, config=cfg).to_dict()
+        assert got == want, lv.dtype
+    # zone labels {2, 700} of a uint16 map; 5 is not zone
+    zl = np.where(zone, np.where(np.indices(shape)[2] % 2 == 0, 2, 700), 0).astype(np.uint16)
+    zl[(zl == 0) & (np.indices(shape)[0] % 3 == 0)] = 5
+    got = margins_arrays(t, zl, sp, liver=liver, config={**cfg, "labels": {"zone": [2, 700]}}).to_dict()
+    assert got["tumors"] == want["tumors"]

@@ -191,20 +191,22 @@ def margins_arrays(
 
     G = group_runs(runs, t_u.shape[:2], cfg["labels"]["lesion_mode"], int(cfg["lesions"]["connectivity"]))
     liver_u = liver_lut = None
+    sub_mm = 0.0
     if liver is not None:
         lv = np.asarray(liver)
         if lv.shape != t.shape:
             raise GeometryError(f"liver shape {lv.shape} differs from tumor shape {t.shape}")
-        if lv.dtype in (np.bool_, np.uint8, np.uint16):  # read in place, non-zero is liver
-            liver_u = np.ascontiguousarray(lv).view(np.uint8) if lv.dtype == np.bool_ else np.ascontiguousarray(lv)
-        else:
-            liver_u = (lv != 0).view(np.uint8)
-        liver_lut = np.ones(lut_size(liver_u), dtype=np.uint8)
-        liver_lut[0] = 0
+        sub_mm = float(mc["subcapsular_exclusion_mm"])
+        if sub_mm > 0:  # non-zero is liver; read in place (whole-array pass only for other dtypes)
+            if lv.dtype in (np.bool_, np.uint8, np.uint16):
+                liver_u = np.ascontiguousarray(lv).view(np.uint8) if lv.dtype == np.bool_ else np.ascontiguousarray(lv)
+            else:
+                liver_u = (lv != 0).view(np.uint8)
+            liver_lut = np.ones(lut_size(liver_u), dtype=np.uint8)
+            liver_lut[0] = 0
     seg_u = None if segments is None else as_label_array(np.asarray(segments), "segment map")
 
     vic_max = int(mc["vic_max_mm"]) if vic else 0
-    sub_mm = float(mc["subcapsular_exclusion_mm"]) if liver_u is not None else 0.0
     base_r = max(float(vic_max), 2.0 * thr, sub_mm) + float(sp.max())
     warnings: list[str] = []
     out = []
@@ -272,8 +274,7 @@ def _one_tumor(truns, tumor, tid, z_u, zone_lut, liver_u, liver_lut, seg_u, sp, 
         margins[inside] = m_in
 
     sub = None
-    keep = np.ones(surf.shape[0], dtype=bool)
-    if sub_mm > 0 and liver_u is not None:
+    if sub_mm > 0:
         d_cap = np.sqrt(_sq_dist_at(liver_u, liver_lut, lo, hi - lo + 1, False, surf, sp))
         excl = d_cap <= sub_mm
         keep = ~excl
