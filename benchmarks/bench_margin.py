@@ -24,7 +24,7 @@ edt-tumor-box
     The fastest library route: the ``edt`` package (``pip install edt``;
     optional, skipped with a message when missing), ``parallel=1``, on each
     tumor's neighbourhood (its bounding box grown by max(10, 2 x 5) mm + the
-    largest spacing, as liverburden's first box), inside and outside. The
+    largest spacing, as liverburden's first search box), inside and outside. The
     tumors' labels and boxes are given (computed before the timing), as in the
     issue's ~31 ms figure.
 edt-tumor-box+find
@@ -33,7 +33,7 @@ edt-tumor-box+find
     ``find_objects``. liverburden's figure includes finding its tumors.
 liverburden
     ``margins_arrays(..., vic=False)`` (margins and surface distribution), and
-    ``vic=True`` (adds VIC_0..VIC_10: one more EDT of the tumor per box).
+    ``vic=True`` (adds VIC_0..VIC_10: one more EDT of the tumor over its box, cut at 10 mm).
 liverburden-runs-given
     Diagnostic counterpart of edt-tumor-box: ``margins_arrays(..., vic=False)`` with
     the run-length scan of the tumor array (what finds the tumors) done before the
@@ -41,11 +41,12 @@ liverburden-runs-given
 
 Times: wall-clock medians, and the process CPU time of the same runs (one thread
 at a time: numba, scipy, and edt's one worker thread with ``parallel=1``), which
-other processes on a busy machine do not inflate. Memory: the grids are built with np.zeros and the shapes painted in, so
-most of their pages are never written and read as the kernel's zero page, which is
-cheaper than real memory for the routes that read whole arrays (liverburden's scan,
-the any-projections of edt-tumor-box+find); ``--touched`` copies the arrays into
-written memory first, as arrays loaded from files are.
+other processes on a busy machine do not inflate. Memory: the grids are built with
+np.zeros and the shapes painted in, so most of their pages are never written and
+read as the kernel's zero page, which is cheaper than real memory for the routes
+that read whole arrays (liverburden's scan, the any-projections of
+edt-tumor-box+find); ``--touched`` copies the arrays into written memory first, as
+arrays loaded from files are.
 
 The surface voxels and ids of the routes are the same; min margins must agree to
 1e-9 mm (scipy, float64) or 1e-4 mm (edt computes in float32) and the surface

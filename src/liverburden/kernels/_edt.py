@@ -96,32 +96,3 @@ def _sq_edt(feature, spacing):
             for z in range(nz):
                 out[z, y, x] = d[z]
     return out
-
-
-@njit(cache=True, nogil=True)
-def _surface_voxels(mask):
-    """Voxels of ``mask`` with at least one 6-neighbour outside it (outside the
-    array counts as outside), in C order, as an (n, 3) int64 array."""
-    nz, ny, nx = mask.shape
-    out = np.empty((mask.size if mask.size < 1024 else 1024, 3), dtype=np.int64)
-    n = 0
-    for z in range(nz):
-        for y in range(ny):
-            for x in range(nx):
-                if not mask[z, y, x]:
-                    continue
-                if (
-                    z == 0 or z == nz - 1 or y == 0 or y == ny - 1 or x == 0 or x == nx - 1
-                    or not mask[z - 1, y, x] or not mask[z + 1, y, x]
-                    or not mask[z, y - 1, x] or not mask[z, y + 1, x]
-                    or not mask[z, y, x - 1] or not mask[z, y, x + 1]
-                ):
-                    if n == out.shape[0]:
-                        bigger = np.empty((out.shape[0] * 2, 3), dtype=np.int64)
-                        bigger[:n] = out[:n]
-                        out = bigger
-                    out[n, 0] = z
-                    out[n, 1] = y
-                    out[n, 2] = x
-                    n += 1
-    return out[:n].copy()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._edt import INF, _edt_1d, _sq_edt
+from ._edt import INF, _edt_1d
 
 _NONE = np.int64(1) << np.int64(40)  # "no voxel of the other class in this row"
 

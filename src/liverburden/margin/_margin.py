@@ -39,7 +39,6 @@ from ..geometry import Volume
 from ..measure._components import group_runs
 from ..measure._labels import as_label_array, lut_size
 from ..measure._measure import _value_lut
-from ..kernels._edt import INF
 from ..kernels._margin_box import _margin_stats, _nearest_feature, _side_margins, _sq_dist_at, _tumor_surface, _vic_box
 
 
