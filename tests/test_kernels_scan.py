@@ -21,16 +21,19 @@ def test_word_scan_equals_voxel_scan(nx, dt_l, dt_e, seed):
     n_e = 256 if dt_e == np.uint8 else 65536
     llut = _value_lut([1, 2], n_l, ids=False)
     elut = _value_lut("nonzero", n_e, ids=True)
-    ref = K._scan_runs(liver, les, llut, elut, 0, shape[0])
-    got = K.scan_runs(liver, les, llut, elut, 0, shape[0])
-    for a, b in zip(ref, got):
-        assert np.array_equal(np.asarray(a), np.asarray(b))
-    # and a slice range
-    ref = K._scan_runs(liver, les, llut, elut, 1, 4)
-    got = K.scan_runs(liver, les, llut, elut, 1, 4)
-    for a, b in zip(ref, got):
-        assert np.array_equal(np.asarray(a), np.asarray(b))
+    for z0, z1 in ((0, shape[0]), (1, 4)):  # and a slice range
+        ref = K._scan_runs(liver, les, llut, elut, z0, z1)
+        got = K.scan_runs(liver, les, llut, elut, z0, z1)
+        _same_scan(ref, got, liver_values={1, 2})
     assert ref[0].shape[0] > 0
+
+
+def _same_scan(ref, got, liver_values):
+    """Equal outputs; of the liver values seen, only the non-liver ones must match
+    (the word scan does not mark liver values in rows of liver values only)."""
+    for k in (0, 1, 3, 4):  # runs, liver count, lesion values seen, liver box
+        assert np.array_equal(np.asarray(ref[k]), np.asarray(got[k])), k
+    assert set(np.flatnonzero(ref[2])) - liver_values == set(np.flatnonzero(got[2])) - liver_values
 
 
 @pytest.mark.parametrize("nx", [8, 16, 72, 136])
@@ -80,3 +83,32 @@ def test_liver_bbox_columns_grow_inside_and_across_words(seed, dt_l):
         assert np.array_equal(ref[4], got[4])
         sel = nzl[(nzl[:, 0] >= z0) & (nzl[:, 0] < z1)]
         assert list(got[4]) == list(sel.min(axis=0)) + list(sel.max(axis=0))
+
+
+@pytest.mark.parametrize("dt_l", [np.uint8, np.uint16, np.uint32])
+@pytest.mark.parametrize("liver_values", [[5], [1, 2], [3, 7, 200, 9]])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_liver_value_set_word_count_equals_voxel_scan(dt_l, liver_values, seed):
+    """A multi-label organ map (TotalSegmentator: liver = 5) or a LiTS map
+    (liver = 1, 2): the liver counted a word at a time as lanes equal to one of
+    a few values gives the voxel scan's count, box and runs, and still reports
+    every non-liver value that occurs."""
+    rng = np.random.default_rng(seed)
+    shape = (5, 23, 64 // np.dtype(dt_l).itemsize * 3)
+    organ = rng.choice([0, 0, 0, 1, 2, 3, 5, 7, 9, 200], size=shape).astype(dt_l)
+    organ[:, :3] = 0
+    organ[2, 5, :] = liver_values[0]  # a full row of liver
+    les = ((rng.random(shape) < 0.07) * rng.integers(1, 3, shape)).astype(np.uint8)
+    n_l = {1: 256, 2: 65536, 4: 1 << 17}[np.dtype(dt_l).itemsize]
+    organ[organ >= n_l] = 0
+    llut = _value_lut(liver_values, n_l, ids=False)
+    elut = _value_lut("nonzero", 256, ids=True)
+    for z0, z1 in ((0, shape[0]), (2, 4)):
+        ref = K._scan_runs(organ, les, llut, elut, z0, z1)
+        got = K.scan_runs(organ, les, llut, elut, z0, z1)
+        _same_scan(ref, got, set(liver_values))
+        assert ref[1] == int(np.isin(organ[z0:z1], liver_values).sum())
+        # without the non-liver values asked for: the same numbers
+        quiet = K.scan_runs(organ, les, llut, elut, z0, z1, need_liver_seen=False)
+        for k in (0, 1, 3, 4):
+            assert np.array_equal(np.asarray(ref[k]), np.asarray(quiet[k]))

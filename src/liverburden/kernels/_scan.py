@@ -269,6 +269,32 @@ def _lanes_nonzero(x, itemsize):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _lanes_match(x, pats, itemsize):
+    """Lowest bit of each lane set where the lane equals one of the values in
+    ``pats`` (each a word with the value in every lane)."""
+    if itemsize == 1:
+        lsb = np.uint64(0x0101010101010101)
+    elif itemsize == 2:
+        lsb = np.uint64(0x0001000100010001)
+    elif itemsize == 4:
+        lsb = np.uint64(0x0000000100000001)
+    else:
+        lsb = np.uint64(1)
+    m = np.uint64(0)
+    for k in range(pats.shape[0]):
+        m |= _lanes_nonzero(x ^ pats[k], itemsize) ^ lsb
+    return m
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _liver_word(x, mode, pats, itemsize):
+    """The word itself (mode 1: non-zero = liver) or its liver-lane mask (mode 2)."""
+    if mode == 1:
+        return x
+    return _lanes_match(x, pats, itemsize)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _lane_sum(acc, itemsize):
     """Sum of the ``itemsize``-byte lanes of ``acc`` (each lane < 2**(8*itemsize-1))."""
     if itemsize == 1:
@@ -284,20 +310,31 @@ def _lane_sum(acc, itemsize):
 
 @njit(cache=True, nogil=True)
 def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lut, z0, z1, has_liver=True,
-                     liver_nonzero=False):
+                     liver_mode=0, pats=None, need_seen=True):
     """:func:`_scan_runs` with each row first tested as uint64 words.
 
     ``l64``/``e64`` are the same memory as ``liver``/``lesion`` viewed as
     (slice, row, words) uint64 arrays; ``vpw_l``/``vpw_e`` are voxels per word
     (8 / itemsize). The word OR over a row vectorises, so empty rows (most of
     a CT volume) cost a memory read; only rows with a non-zero word are looked
-    at further, while they are in cache. Same outputs, except that with
-    ``liver_nonzero`` (every non-zero liver value is liver, so no value needs
-    checking) ``liver_seen`` is left empty and liver rows are counted a word at
-    a time: each word's non-zero voxels become one bit per lane, summed lane-wise,
-    and OR-ed into one word row whose first and last set voxel give the bounding
-    box columns. Lesion voxels are taken a run at a time (a stretch of one raw
-    value), not voxel by voxel.
+    at further, while they are in cache. Lesion voxels are taken a run at a
+    time (a stretch of one raw value), not voxel by voxel.
+
+    ``liver_mode`` says how liver voxels are counted:
+
+    0. voxel by voxel through ``liver_lut`` (any value set; ``liver_seen`` full);
+    1. every non-zero value is liver: a word at a time, each word's non-zero
+       voxels become one bit per lane, summed lane-wise; ``liver_seen`` is
+       left empty;
+    2. the liver is a few values (``pats``: each value repeated in every lane of
+       a word, at most 4): a word at a time, one bit per lane equal to a liver
+       value. With ``need_seen`` a row holding a non-zero value that is not
+       liver marks its values in ``liver_seen`` (liver values in rows without
+       one are not marked: the caller only asks which non-liver values occur).
+
+    In modes 1/2 the liver's column range is tracked from the words outside the
+    range so far and the two edge words, so its bounding box needs no per-voxel
+    work. Outputs otherwise equal :func:`_scan_runs`.
     """
     nz, ny, nx = liver.shape
     nwl = l64.shape[2]
@@ -313,7 +350,7 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
     lesion_seen = np.zeros(lesion_lut.shape[0], dtype=np.uint8)
     big = nz + ny + nx + 1
     bbox = np.array([big, big, big, -1, -1, -1], dtype=np.int64)
-    # liver_nonzero: word range [bw0, bw1] and voxel columns [bx0, bx1] of the liver so far
+    # liver_mode 1/2: word range [bw0, bw1] and voxel columns [bx0, bx1] of the liver so far
     bw0 = nwl
     bw1 = -1
     bx0 = nx
@@ -337,49 +374,78 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
             lrow = liver[z, y]
             erow = lesion[z, y]
             if la != zero:
-                if liver_nonzero:
-                    # words outside the columns seen so far: only when some is set
-                    # does the column range grow (rare after the first rows)
+                if liver_mode != 0:
+                    # words outside the columns seen so far: only when one holds a
+                    # liver voxel does the column range grow (rare after the first rows)
                     pre = zero
-                    for w in range(0, bw0):
-                        pre |= lw[w]
+                    suf = zero
+                    if liver_mode == 1:
+                        for w in range(0, bw0):
+                            pre |= lw[w]
+                        for w in range(bw1 + 1, nwl):
+                            suf |= lw[w]
+                    else:
+                        for w in range(0, bw0):
+                            pre |= _lanes_match(lw[w], pats, isz)
+                        for w in range(bw1 + 1, nwl):
+                            suf |= _lanes_match(lw[w], pats, isz)
                     if pre != zero:
                         w = 0
-                        while lw[w] == zero:
+                        while _liver_word(lw[w], liver_mode, pats, isz) == zero:
                             w += 1
                         bw0 = w
-                    suf = zero
-                    for w in range(bw1 + 1, nwl):
-                        suf |= lw[w]
                     if suf != zero:
                         w = nwl - 1
-                        while lw[w] == zero:
+                        while _liver_word(lw[w], liver_mode, pats, isz) == zero:
                             w -= 1
                         bw1 = w
                     cnt = 0
-                    for c0 in range(bw0, bw1 + 1, chunk):
-                        acc = zero
-                        for w in range(c0, min(bw1 + 1, c0 + chunk)):
-                            acc += _lanes_nonzero(lw[w], isz)
-                        cnt += _lane_sum(acc, isz)
-                    liver_count += cnt
-                    bbox[0] = min(bbox[0], z)
-                    bbox[3] = max(bbox[3], z)
-                    bbox[1] = min(bbox[1], y)
-                    bbox[4] = max(bbox[4], y)
-                    # the first / last voxel in the edge words
-                    off = bx0 - bw0 * vpw_l  # lanes of word bw0 before bx0 (vpw_l when unset)
-                    if pre != zero or (off > 0 and (lw[bw0] & ((np.uint64(1) << np.uint64(8 * isz * off)) - np.uint64(1))) != zero):
-                        for x in range(bw0 * vpw_l, bw0 * vpw_l + min(off, vpw_l) if pre == zero else (bw0 + 1) * vpw_l):
-                            if lrow[x] != 0:
-                                bx0 = x
-                                break
-                    off = bx1 - bw1 * vpw_l + 1  # lanes of word bw1 up to bx1
-                    if suf != zero or (off < vpw_l and (lw[bw1] >> np.uint64(8 * isz * off)) != zero):
-                        for x in range((bw1 + 1) * vpw_l - 1, (bw1 * vpw_l + off - 1) if suf == zero else bw1 * vpw_l - 1, -1):
-                            if lrow[x] != 0:
-                                bx1 = x
-                                break
+                    if liver_mode == 1:
+                        for c0 in range(bw0, bw1 + 1, chunk):
+                            acc = zero
+                            for w in range(c0, min(bw1 + 1, c0 + chunk)):
+                                acc += _lanes_nonzero(lw[w], isz)
+                            cnt += _lane_sum(acc, isz)
+                    else:
+                        for c0 in range(bw0, bw1 + 1, chunk):
+                            acc = zero
+                            for w in range(c0, min(bw1 + 1, c0 + chunk)):
+                                acc += _lanes_match(lw[w], pats, isz)
+                            cnt += _lane_sum(acc, isz)
+                        if need_seen:
+                            # a non-zero value that is not liver: record which (the caller
+                            # reports them); rows of liver values only skip this
+                            nzc = 0
+                            for c0 in range(0, nwl, chunk):
+                                acc = zero
+                                for w in range(c0, min(nwl, c0 + chunk)):
+                                    acc += _lanes_nonzero(lw[w], isz)
+                                nzc += _lane_sum(acc, isz)
+                            if nzc > cnt:
+                                for x in range(nx):
+                                    if lrow[x] != 0:
+                                        liver_seen[lrow[x]] = 1
+                    if cnt:
+                        liver_count += cnt
+                        bbox[0] = min(bbox[0], z)
+                        bbox[3] = max(bbox[3], z)
+                        bbox[1] = min(bbox[1], y)
+                        bbox[4] = max(bbox[4], y)
+                        # the first / last voxel in the edge words
+                        off = bx0 - bw0 * vpw_l  # lanes of word bw0 before bx0 (vpw_l when unset)
+                        if pre != zero or (off > 0 and (_liver_word(lw[bw0], liver_mode, pats, isz)
+                                                        & ((np.uint64(1) << np.uint64(8 * isz * off)) - np.uint64(1))) != zero):
+                            for x in range(bw0 * vpw_l, bw0 * vpw_l + min(off, vpw_l) if pre == zero else (bw0 + 1) * vpw_l):
+                                if liver_lut[lrow[x]]:
+                                    bx0 = x
+                                    break
+                        off = bx1 - bw1 * vpw_l + 1  # lanes of word bw1 up to bx1
+                        if suf != zero or (off < vpw_l and (_liver_word(lw[bw1], liver_mode, pats, isz)
+                                                            >> np.uint64(8 * isz * off)) != zero):
+                            for x in range((bw1 + 1) * vpw_l - 1, (bw1 * vpw_l + off - 1) if suf == zero else bw1 * vpw_l - 1, -1):
+                                if liver_lut[lrow[x]]:
+                                    bx1 = x
+                                    break
                 else:
                     w0 = 0
                     while lw[w0] == zero:
@@ -426,7 +492,7 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
                     v = lesion_lut[raw]
                     if v != 0:
                         inl = 0
-                        if liver_nonzero:
+                        if liver_mode == 1:
                             for k in range(x, x2):
                                 inl += lrow[k] != 0
                         else:
@@ -452,17 +518,18 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
                             runs[n, RUN_IN_LIVER] = inl
                             n += 1
                     x = x2
-    if liver_nonzero and liver_count > 0:
+    if liver_mode != 0 and liver_count > 0:
         bbox[2] = bx0
         bbox[5] = bx1
     return runs[:n].copy(), liver_count, liver_seen, lesion_seen, bbox
 
 
 def scan_runs(liver: np.ndarray | None, lesion: np.ndarray, liver_lut: np.ndarray, lesion_lut: np.ndarray,
-              z0: int, z1: int):
+              z0: int, z1: int, need_liver_seen: bool = True):
     """Dispatch to the word-tested scan when both rows are whole uint64 words.
 
-    ``liver=None`` scans the lesion array alone (no liver counts).
+    ``liver=None`` scans the lesion array alone (no liver counts). Without
+    ``need_liver_seen`` the caller does not ask which non-liver values occur.
     """
     has_liver = liver is not None
     if liver is None:
@@ -479,7 +546,17 @@ def scan_runs(liver: np.ndarray | None, lesion: np.ndarray, liver_lut: np.ndarra
         nz, ny = liver.shape[:2]
         l64 = liver.reshape(-1).view(np.uint64).reshape(nz, ny, -1)
         e64 = lesion.reshape(-1).view(np.uint64).reshape(nz, ny, -1)
-        nonzero = bool(has_liver and liver_lut[0] == 0 and np.all(liver_lut[1:] != 0))
+        mode = 0
+        pats = np.zeros(0, dtype=np.uint64)
+        if has_liver and liver_lut[0] == 0:
+            vals = np.flatnonzero(liver_lut)
+            if vals.size == liver_lut.size - 1:
+                mode = 1
+            elif 0 < vals.size <= 4 and liver.itemsize <= 4:
+                mode = 2
+                lanes = 8 // liver.itemsize
+                pats = np.array([int(v) * sum(1 << (8 * liver.itemsize * k) for k in range(lanes)) for v in vals],
+                                dtype=np.uint64)
         return _scan_runs_words(liver, lesion, l64, e64, 8 // liver.itemsize, 8 // lesion.itemsize,
-                                liver_lut, lesion_lut, z0, z1, has_liver, nonzero)
+                                liver_lut, lesion_lut, z0, z1, has_liver, mode, pats, need_liver_seen)
     return _scan_runs(liver, lesion, liver_lut, lesion_lut, z0, z1)

@@ -200,16 +200,18 @@ def _value_lut(spec: Any, size: int, *, ids: bool) -> np.ndarray:
     return lut
 
 
-def _scan(liver: np.ndarray, lesion: np.ndarray, liver_lut: np.ndarray, lesion_lut: np.ndarray, threads: int):
+def _scan(liver: np.ndarray, lesion: np.ndarray, liver_lut: np.ndarray, lesion_lut: np.ndarray, threads: int,
+          need_liver_seen: bool = True):
     nz = liver.shape[0]
     threads = max(1, min(int(threads), nz))
     if threads == 1:
-        return K.scan_runs(liver, lesion, liver_lut, lesion_lut, 0, nz)
+        return K.scan_runs(liver, lesion, liver_lut, lesion_lut, 0, nz, need_liver_seen)
     bounds = np.linspace(0, nz, threads + 1).astype(int)
     with ThreadPoolExecutor(max_workers=threads) as ex:
         parts = list(
             ex.map(
-                lambda i: K.scan_runs(liver, lesion, liver_lut, lesion_lut, int(bounds[i]), int(bounds[i + 1])),
+                lambda i: K.scan_runs(liver, lesion, liver_lut, lesion_lut, int(bounds[i]), int(bounds[i + 1]),
+                                      need_liver_seen),
                 range(threads),
             )
         )
@@ -357,7 +359,11 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
     labels = cfg["labels"]
     liver_lut = _value_lut(labels["liver"], lut_size(liver_u), ids=False)
     lesion_lut = _value_lut(labels["lesion"], lut_size(lesion_u), ids=True)
-    runs, liver_count, liver_seen, lesion_seen, liver_bbox = _scan(liver_u, lesion_u, liver_lut, lesion_lut, threads)
+    # which non-liver values occur matters only when they are an error
+    need_seen = labels["liver"] != "nonzero" and labels["other_liver_values"] == "error"
+    runs, liver_count, liver_seen, lesion_seen, liver_bbox = _scan(
+        liver_u, lesion_u, liver_lut, lesion_lut, threads, need_seen
+    )
 
     # label checks -----------------------------------------------------------
     seen_l = np.flatnonzero(liver_seen)
