@@ -5,35 +5,50 @@ ITK's fixed-to-moving convention; ``matrix_lps`` is that map as a 4x4 in LPS mm
 (``conventions.md`` "Margins").
 
 Choice of metric (measured, see ``benchmarks/bench_register.py`` and
-``tests/test_register.py``): Mattes mutual information over the whole image.
+``tests/test_register.py``): Mattes mutual information over the whole image
+(cropped to the liver box + ``crop_margin_mm`` when both liver masks are given).
 On phantom pairs with four known motions (other grids, fields of view, an
-oblique post grid) it was the only variant under 1 mm mean and max error
-over the liver; sampling only inside the dilated liver mask (configurable,
-``metric_mask = "liver"``) left too few samples at the coarse levels (max
-errors 1.7-2.0 mm), and mean squares / correlation did worse under affine.
-Initialisation aligns the liver masks' centres of mass (or the image moments).
-Multi-resolution (shrink 4, 2, 1), rigid then affine.
+oblique post grid, +25 HU parenchyma and ablation cavities in the post scan) it
+has the lowest worst-case error over the liver: mean / max 0.14 / 0.24 mm rigid,
+0.18 / 0.41 mm affine. Sampled only inside the pre liver mask dilated 15 mm
+(``metric_mask = "liver"``) Mattes reaches 0.29 / 0.64 and correlation 0.23 /
+0.46 affine (before the ``MIN_SAMPLES`` floor those variants had a few hundred
+samples at the coarse levels and missed 1 mm); mean squares (1.3-1.7 mm) and
+correlation over the whole image (1.5 mm) fail under affine: the contrast
+changes between the scans. Initialisation aligns the liver masks' centres of
+mass (or the image moments). Multi-resolution (shrink 4, 2, 1; the rigid stage
+that precedes the affine one stops at shrink 2), rigid then affine.
 
-Speed (measured on the 512x512x300 pair of ``benchmarks/bench_register.py``,
-one thread): with both liver masks each scan is cut to its liver's bounding box
-grown by ``crop_margin_mm`` (40 mm) before registering, and the quality (Dice,
-surface distances) is computed on the part of the pre grid that holds both
-livers. Before, 141-156 s of the 158-179 s went to the optimisation, of which
-~66 s to smoothing the two whole scans at every level of both stages and ~84 s
-to the metric; the quality took 17-23 s. Cropped, the pair registers in
-21-28 s (quality ~1 s) with the same or lower error over the liver (mean 0.09 /
-max 0.18 mm before 0.11 / 0.17). The margin was chosen on the phantom motions:
-20 mm left too little context (max error 0.70 mm), 30 mm 0.58, 40 mm 0.45 (the
-whole images 0.61). Each level keeps at least ``MIN_SAMPLES`` metric samples
-(all voxels of a smaller level): 5 % of a cropped coarse level is a few hundred
-points, which made the error erratic (up to 1.8 mm on point-sampled phantoms).
-Without both masks the whole images are registered as before.
+Speed (the 512x512x300 pair of ``benchmarks/bench_register.py``, one thread,
+machine shared with other jobs): 116-179 s before, of which ~66 s smoothing
+the two whole scans at every level of both stages, ~84 s metric iterations
+(the coarse rigid level alone ran its 200 iterations) and 17-23 s quality.
+Now, with both liver masks:
+
+* each scan is cut to its liver's bounding box grown by ``crop_margin_mm``
+  (40 mm): ~8x fewer voxels to smooth at each level, and a full-resolution
+  iteration over the same 200k samples took 190-260 ms instead of 380-430. The
+  margin was chosen on the phantom motions (worst max error over the liver):
+  20 mm 0.70 mm (too little context), 30 mm 0.58, 40 mm 0.41, whole images 0.60;
+* the quality (Dice, surface distances) is computed on the part of the pre grid
+  that holds both livers (the same values as on the whole grid, tested): ~1 s;
+* the rigid stage before the affine one stops at shrink 2 (``RIGID_LEVELS_BEFORE_AFFINE``);
+* each level keeps at least ``MIN_SAMPLES`` metric samples (all voxels of a
+  smaller level): 5 % of a cropped coarse level is a few hundred points, which
+  made the error erratic (up to 1.2 mm with a 20 mm margin, 1.8 mm on
+  point-sampled phantoms with 30 mm).
+
+The pair then registers in 14-26 s (five runs, load average 1.2-2.8; mostly
+the metric iterations of the affine stage at full resolution), the same
+transform bit for bit each run, error over the liver mean 0.085 / max 0.175 mm
+(before 0.11 / 0.17), liver Dice 0.993, MSD 0.14 mm as before. Without both masks the whole images are registered as
+before (only the per-level sample floor and the rigid levels before affine changed).
 
 Threads: one (``registration.threads``). ITK's multi-threaded Mattes metric is
 not reproducible: two threads gave three different transforms in three runs
 (0.04 mm apart) on the cropped large pair, with the pool and the platform
-threaders alike, so the default stays at one thread, which the crop makes fast
-enough.
+threaders alike; one thread gives the same transform bit for bit on every run
+(tested), and the crop makes it fast enough.
 
 A failed step is an explicit value: a registration that runs but fails the
 configured quality returns ``ok = False`` with the reason, never a transform
