@@ -112,3 +112,30 @@ def test_liver_value_set_word_count_equals_voxel_scan(dt_l, liver_values, seed):
         quiet = K.scan_runs(organ, les, llut, elut, z0, z1, need_liver_seen=False)
         for k in (0, 1, 3, 4):
             assert np.array_equal(np.asarray(ref[k]), np.asarray(quiet[k]))
+
+
+@pytest.mark.parametrize("dt", [np.uint8, np.uint16])
+@pytest.mark.parametrize("lesion_values", [[2], [2, 3], [7, 8, 9, 250]])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lesion_value_set_equals_voxel_scan_on_a_label_map(dt, lesion_values, seed):
+    """One label map as both masks (LiTS: 1 liver, 2 lesion): lesion runs, liver
+    count and box as the voxel scan, with and without asking which non-lesion
+    values occur."""
+    rng = np.random.default_rng(seed)
+    shape = (6, 19, 48)
+    vol = rng.choice([0, 1, 1, 1] + lesion_values, size=shape).astype(dt)
+    vol[:, :4] = 0
+    vol[3, 7, 10:40] = 1  # a liver-only row
+    n = 256 if dt == np.uint8 else 65536
+    llut = _value_lut([1] + lesion_values, n, ids=False)
+    elut = _value_lut(lesion_values, n, ids=True)
+    for z0, z1 in ((0, shape[0]), (1, 5)):
+        ref = K._scan_runs(vol, vol, llut, elut, z0, z1)
+        for need in (True, False):
+            got = K.scan_runs(vol, vol, llut, elut, z0, z1, need, need)
+            for k in (0, 1, 4):  # runs, liver count, liver box
+                assert np.array_equal(np.asarray(ref[k]), np.asarray(got[k])), (k, need)
+            if need:  # the non-lesion values that occur are reported
+                assert set(np.flatnonzero(ref[3])) - set(lesion_values) == \
+                    set(np.flatnonzero(got[3])) - set(lesion_values)
+        assert ref[0].shape[0] > 0

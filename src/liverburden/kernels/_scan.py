@@ -269,9 +269,8 @@ def _lanes_nonzero(x, itemsize):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _lanes_match(x, pats, itemsize):
-    """Lowest bit of each lane set where the lane equals one of the values in
-    ``pats`` (each a word with the value in every lane)."""
+def _lanes_eq(x, pat, itemsize):
+    """Lowest bit of each lane set where the lane of ``x`` equals that of ``pat``."""
     if itemsize == 1:
         lsb = np.uint64(0x0101010101010101)
     elif itemsize == 2:
@@ -280,10 +279,17 @@ def _lanes_match(x, pats, itemsize):
         lsb = np.uint64(0x0000000100000001)
     else:
         lsb = np.uint64(1)
-    m = np.uint64(0)
-    for k in range(pats.shape[0]):
-        m |= _lanes_nonzero(x ^ pats[k], itemsize) ^ lsb
-    return m
+    return _lanes_nonzero(x ^ pat, itemsize) ^ lsb
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lanes_match(x, pats, itemsize):
+    """Lowest bit of each lane set where the lane equals one of the values in
+    ``pats``: a tuple of 4 words, each a value in every lane (fewer values are
+    padded by repeating one, which the OR absorbs: no branch, so loops over
+    words vectorise)."""
+    return (_lanes_eq(x, pats[0], itemsize) | _lanes_eq(x, pats[1], itemsize)
+            | _lanes_eq(x, pats[2], itemsize) | _lanes_eq(x, pats[3], itemsize))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -292,6 +298,15 @@ def _liver_word(x, mode, pats, itemsize):
     if mode == 1:
         return x
     return _lanes_match(x, pats, itemsize)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lesion_word(x, mode, pats, itemsize):
+    """The word itself (mode 0: every non-zero value is looked at) or its
+    lesion-lane mask (mode 2)."""
+    if mode == 2:
+        return _lanes_match(x, pats, itemsize)
+    return x
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -310,7 +325,7 @@ def _lane_sum(acc, itemsize):
 
 @njit(cache=True, nogil=True)
 def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lut, z0, z1, has_liver=True,
-                     liver_mode=0, pats=None, need_seen=True):
+                     liver_mode=0, pats=None, need_seen=True, lesion_mode=0, pats_e=None, need_lesion_seen=True):
     """:func:`_scan_runs` with each row first tested as uint64 words.
 
     ``l64``/``e64`` are the same memory as ``liver``/``lesion`` viewed as
@@ -334,12 +349,25 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
 
     In modes 1/2 the liver's column range is tracked from the words outside the
     range so far and the two edge words, so its bounding box needs no per-voxel
-    work. Outputs otherwise equal :func:`_scan_runs`.
+    work.
+
+    ``lesion_mode`` 2: the lesion is a few values (``pats_e``), e.g. the 2 of a
+    LiTS label map passed as both masks; rows and words without a lane equal to
+    one are skipped at word level, and ``lesion_seen`` is as ``liver_seen`` in
+    liver mode 2 (non-lesion values only with ``need_lesion_seen``). Outputs
+    otherwise equal :func:`_scan_runs`.
     """
     nz, ny, nx = liver.shape
     nwl = l64.shape[2]
     nwe = e64.shape[2]
-    isz = 8 // vpw_l
+    # itemsizes from the array types: compile-time constants, so the lane
+    # helpers' branches fold away and the word loops vectorise
+    isz = liver.itemsize
+    isz_e = lesion.itemsize
+    # the value patterns as 4 scalars (padded by the dispatcher)
+    pt = (pats[0], pats[1], pats[2], pats[3])
+    pte = (pats_e[0], pats_e[1], pats_e[2], pats_e[3])
+    chunk_e = 127 if isz_e == 1 else nwe
     sh_e = 0  # log2(vpw_e)
     while (1 << sh_e) < vpw_e:
         sh_e += 1
@@ -386,17 +414,17 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
                             suf |= lw[w]
                     else:
                         for w in range(0, bw0):
-                            pre |= _lanes_match(lw[w], pats, isz)
+                            pre |= _lanes_match(lw[w], pt, isz)
                         for w in range(bw1 + 1, nwl):
-                            suf |= _lanes_match(lw[w], pats, isz)
+                            suf |= _lanes_match(lw[w], pt, isz)
                     if pre != zero:
                         w = 0
-                        while _liver_word(lw[w], liver_mode, pats, isz) == zero:
+                        while _liver_word(lw[w], liver_mode, pt, isz) == zero:
                             w += 1
                         bw0 = w
                     if suf != zero:
                         w = nwl - 1
-                        while _liver_word(lw[w], liver_mode, pats, isz) == zero:
+                        while _liver_word(lw[w], liver_mode, pt, isz) == zero:
                             w -= 1
                         bw1 = w
                     cnt = 0
@@ -410,7 +438,7 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
                         for c0 in range(bw0, bw1 + 1, chunk):
                             acc = zero
                             for w in range(c0, min(bw1 + 1, c0 + chunk)):
-                                acc += _lanes_match(lw[w], pats, isz)
+                                acc += _lanes_match(lw[w], pt, isz)
                             cnt += _lane_sum(acc, isz)
                         if need_seen:
                             # a non-zero value that is not liver: record which (the caller
@@ -433,14 +461,14 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
                         bbox[4] = max(bbox[4], y)
                         # the first / last voxel in the edge words
                         off = bx0 - bw0 * vpw_l  # lanes of word bw0 before bx0 (vpw_l when unset)
-                        if pre != zero or (off > 0 and (_liver_word(lw[bw0], liver_mode, pats, isz)
+                        if pre != zero or (off > 0 and (_liver_word(lw[bw0], liver_mode, pt, isz)
                                                         & ((np.uint64(1) << np.uint64(8 * isz * off)) - np.uint64(1))) != zero):
                             for x in range(bw0 * vpw_l, bw0 * vpw_l + min(off, vpw_l) if pre == zero else (bw0 + 1) * vpw_l):
                                 if liver_lut[lrow[x]]:
                                     bx0 = x
                                     break
                         off = bx1 - bw1 * vpw_l + 1  # lanes of word bw1 up to bx1
-                        if suf != zero or (off < vpw_l and (_liver_word(lw[bw1], liver_mode, pats, isz)
+                        if suf != zero or (off < vpw_l and (_liver_word(lw[bw1], liver_mode, pt, isz)
                                                             >> np.uint64(8 * isz * off)) != zero):
                             for x in range((bw1 + 1) * vpw_l - 1, (bw1 * vpw_l + off - 1) if suf == zero else bw1 * vpw_l - 1, -1):
                                 if liver_lut[lrow[x]]:
@@ -468,22 +496,44 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
                     if cnt:
                         liver_count += cnt
                         _extend_bbox(bbox, z, y, xf, xl)
+            if ea != zero and lesion_mode == 2:
+                # from here on only lanes of lesion values count (a label map's
+                # liver rows hold no lesion: skipped at the cost of the word test)
+                em = zero
+                for w in range(nwe):
+                    em |= _lanes_match(ew[w], pte, isz_e)
+                if need_lesion_seen:
+                    nzc = 0
+                    mc = 0
+                    for c0 in range(0, nwe, chunk_e):
+                        acc = zero
+                        acm = zero
+                        for w in range(c0, min(nwe, c0 + chunk_e)):
+                            acc += _lanes_nonzero(ew[w], isz_e)
+                            acm += _lanes_match(ew[w], pte, isz_e)
+                        nzc += _lane_sum(acc, isz_e)
+                        mc += _lane_sum(acm, isz_e)
+                    if nzc > mc:
+                        for x in range(nx):
+                            if erow[x] != 0:
+                                lesion_seen[erow[x]] = 1
+                ea = em
             if ea != zero:
                 w0 = 0
-                while ew[w0] == zero:
+                while _lesion_word(ew[w0], lesion_mode, pte, isz_e) == zero:
                     w0 += 1
                 w1 = nwe - 1
-                while ew[w1] == zero:
+                while _lesion_word(ew[w1], lesion_mode, pte, isz_e) == zero:
                     w1 -= 1
                 x = w0 * vpw_e
                 xb = min(nx, (w1 + 1) * vpw_e)
                 while x < xb:
+                    if (x & (vpw_e - 1)) == 0 and _lesion_word(ew[x >> sh_e], lesion_mode, pte, isz_e) == zero:
+                        x += vpw_e
+                        continue
                     raw = erow[x]
-                    if raw == 0:
-                        if (x & (vpw_e - 1)) == 0 and ew[x >> sh_e] == zero:
-                            x += vpw_e
-                        else:
-                            x += 1
+                    if raw == 0 or (lesion_mode == 2 and lesion_lut[raw] == 0):
+                        x += 1
                         continue
                     x2 = x + 1
                     while x2 < xb and erow[x2] == raw:
@@ -524,12 +574,22 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
     return runs[:n].copy(), liver_count, liver_seen, lesion_seen, bbox
 
 
+def _lane_patterns(values: np.ndarray, itemsize: int) -> np.ndarray:
+    """Each value repeated in every ``itemsize``-byte lane of a uint64 word; four
+    words, fewer values padded by repeating the first."""
+    lanes = 8 // itemsize
+    vals = [int(v) for v in values] or [0]
+    vals = (vals + [vals[0]] * 4)[:4]
+    return np.array([v * sum(1 << (8 * itemsize * k) for k in range(lanes)) for v in vals], dtype=np.uint64)
+
+
 def scan_runs(liver: np.ndarray | None, lesion: np.ndarray, liver_lut: np.ndarray, lesion_lut: np.ndarray,
-              z0: int, z1: int, need_liver_seen: bool = True):
+              z0: int, z1: int, need_liver_seen: bool = True, need_lesion_seen: bool = True):
     """Dispatch to the word-tested scan when both rows are whole uint64 words.
 
     ``liver=None`` scans the lesion array alone (no liver counts). Without
-    ``need_liver_seen`` the caller does not ask which non-liver values occur.
+    ``need_liver_seen`` / ``need_lesion_seen`` the caller does not ask which
+    non-liver / non-lesion values occur.
     """
     has_liver = liver is not None
     if liver is None:
@@ -547,16 +607,21 @@ def scan_runs(liver: np.ndarray | None, lesion: np.ndarray, liver_lut: np.ndarra
         l64 = liver.reshape(-1).view(np.uint64).reshape(nz, ny, -1)
         e64 = lesion.reshape(-1).view(np.uint64).reshape(nz, ny, -1)
         mode = 0
-        pats = np.zeros(0, dtype=np.uint64)
+        pats = np.zeros(4, dtype=np.uint64)
         if has_liver and liver_lut[0] == 0:
             vals = np.flatnonzero(liver_lut)
             if vals.size == liver_lut.size - 1:
                 mode = 1
             elif 0 < vals.size <= 4 and liver.itemsize <= 4:
                 mode = 2
-                lanes = 8 // liver.itemsize
-                pats = np.array([int(v) * sum(1 << (8 * liver.itemsize * k) for k in range(lanes)) for v in vals],
-                                dtype=np.uint64)
+                pats = _lane_patterns(vals, liver.itemsize)
+        emode = 0
+        pats_e = np.zeros(4, dtype=np.uint64)
+        evals = np.flatnonzero(lesion_lut)
+        if lesion_lut[0] == 0 and 0 < evals.size <= 4 and evals.size < lesion_lut.size - 1 and lesion.itemsize <= 4:
+            emode = 2
+            pats_e = _lane_patterns(evals, lesion.itemsize)
         return _scan_runs_words(liver, lesion, l64, e64, 8 // liver.itemsize, 8 // lesion.itemsize,
-                                liver_lut, lesion_lut, z0, z1, has_liver, mode, pats, need_liver_seen)
+                                liver_lut, lesion_lut, z0, z1, has_liver, mode, pats, need_liver_seen,
+                                emode, pats_e, need_lesion_seen)
     return _scan_runs(liver, lesion, liver_lut, lesion_lut, z0, z1)

@@ -201,17 +201,17 @@ def _value_lut(spec: Any, size: int, *, ids: bool) -> np.ndarray:
 
 
 def _scan(liver: np.ndarray, lesion: np.ndarray, liver_lut: np.ndarray, lesion_lut: np.ndarray, threads: int,
-          need_liver_seen: bool = True):
+          need_liver_seen: bool = True, need_lesion_seen: bool = True):
     nz = liver.shape[0]
     threads = max(1, min(int(threads), nz))
     if threads == 1:
-        return K.scan_runs(liver, lesion, liver_lut, lesion_lut, 0, nz, need_liver_seen)
+        return K.scan_runs(liver, lesion, liver_lut, lesion_lut, 0, nz, need_liver_seen, need_lesion_seen)
     bounds = np.linspace(0, nz, threads + 1).astype(int)
     with ThreadPoolExecutor(max_workers=threads) as ex:
         parts = list(
             ex.map(
                 lambda i: K.scan_runs(liver, lesion, liver_lut, lesion_lut, int(bounds[i]), int(bounds[i + 1]),
-                                      need_liver_seen),
+                                      need_liver_seen, need_lesion_seen),
                 range(threads),
             )
         )
@@ -361,8 +361,9 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
     lesion_lut = _value_lut(labels["lesion"], lut_size(lesion_u), ids=True)
     # which non-liver values occur matters only when they are an error
     need_seen = labels["liver"] != "nonzero" and labels["other_liver_values"] == "error"
+    need_lesion_seen = labels["lesion"] != "nonzero" and labels["other_lesion_values"] == "error"
     runs, liver_count, liver_seen, lesion_seen, liver_bbox = _scan(
-        liver_u, lesion_u, liver_lut, lesion_lut, threads, need_seen
+        liver_u, lesion_u, liver_lut, lesion_lut, threads, need_seen, need_lesion_seen
     )
 
     # label checks -----------------------------------------------------------
