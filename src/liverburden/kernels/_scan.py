@@ -282,7 +282,7 @@ def _lanes_eq(x, pat, itemsize):
     return _lanes_nonzero(x ^ pat, itemsize) ^ lsb
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _lanes_match(x, pats, itemsize):
     """Lowest bit of each lane set where the lane equals one of the values in
     ``pats``: a tuple of 4 words, each a value in every lane (fewer values are
@@ -292,7 +292,7 @@ def _lanes_match(x, pats, itemsize):
             | _lanes_eq(x, pats[2], itemsize) | _lanes_eq(x, pats[3], itemsize))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _liver_word(x, mode, pats, itemsize):
     """The word itself (mode 1: non-zero = liver) or its liver-lane mask (mode 2)."""
     if mode == 1:
@@ -300,7 +300,7 @@ def _liver_word(x, mode, pats, itemsize):
     return _lanes_match(x, pats, itemsize)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _lesion_word(x, mode, pats, itemsize):
     """The word itself (mode 0: every non-zero value is looked at) or its
     lesion-lane mask (mode 2)."""
