@@ -29,12 +29,9 @@ lesions, counts, LD and max3d) or the script says so loudly.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -101,21 +98,9 @@ def main(argv=None) -> int:
         ("liverburden-1thread", lambda: liverburden.measure_arrays(vol, vol, sp, direction, config=CONFIG, threads=1)),
         ("liverburden-2threads", lambda: liverburden.measure_arrays(vol, vol, sp, direction, config=CONFIG, threads=2)),
     ]
-    samples: dict[str, list[float]] = {k: [] for k, _ in routes}
-    results = {}
-    for rnd in range(args.runs + 1):
-        for name, fn in routes:
-            gc.collect()
-            t0 = time.perf_counter()
-            res = fn()
-            dt = (time.perf_counter() - t0) * 1e3
-            if rnd == 0:
-                results[name] = res
-            else:
-                samples[name].append(dt)
+    times, results = bm.round_robin(routes, args.runs)
     load_after = bm.other_cpu_load()
     print(f"machine load after timing: {load_after}")
-    times = {k: {"median_ms": statistics.median(v), "min_ms": min(v), "runs_ms": v} for k, v in samples.items()}
 
     lib_liver, lib_lesions = results["library"]
     agreement = bm.compare(results["liverburden-1thread"], lib_liver, lib_lesions, voxel_ml=voxel_ml, extra_routes={})

@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python benchmarks/bench_measure.py              # 5 timed rounds (round robin)
-    python benchmarks/bench_measure.py --runs 9 --what-if --wait-idle 600
+    python benchmarks/bench_measure.py --runs 9 --profile --wait-idle 600
     python benchmarks/bench_measure.py --small      # smoke test on a tiny phantom
 
 Routes (all on the phantom of ``phantom.py``: 512x512x400, 0.78x0.78x1.25 mm,
@@ -204,6 +204,28 @@ def route_floor_words(liver, lesions):
 
 
 _OR_WORDS = None
+
+
+def round_robin(routes, runs: int) -> tuple[dict, dict]:
+    """Time ``routes`` (name, callable) round robin: every round runs each route
+    once, so that a busy neighbour disturbs all alike; one untimed warm-up round
+    first, whose results are returned. Returns (times, results); times[name] has
+    median_ms, min_ms and runs_ms."""
+    samples: dict[str, list[float]] = {name: [] for name, _ in routes}
+    results: dict[str, object] = {}
+    for rnd in range(runs + 1):
+        for name, fn in routes:
+            gc.collect()
+            t0 = time.perf_counter()
+            res = fn()
+            dt = (time.perf_counter() - t0) * 1e3
+            if rnd == 0:
+                results[name] = res
+            else:
+                samples[name].append(dt)
+            del res
+    times = {k: {"median_ms": statistics.median(v), "min_ms": min(v), "runs_ms": v} for k, v in samples.items()}
+    return times, results
 
 
 def _nonzero_slices(a: np.ndarray) -> np.ndarray:
@@ -668,143 +690,6 @@ def profile_liverburden(liver, lesions, spacing, direction, runs: int) -> dict:
     return out
 
 
-def what_if_scan(liver, lesions, runs: int) -> dict:
-    """A prototype scan (NOT liverburden code), the same outputs as
-    ``_scan_runs``: each row is first tested as 64 uint64 words (which LLVM
-    vectorises; liverburden's ``scan_runs`` does this since 2026-11-26), and in
-    addition a liver word whose 8 bytes all hold one value is counted at once
-    (8 voxels, one look-up) instead of byte by byte."""
-    from numba import njit
-
-    from liverburden import kernels as K
-    from liverburden.measure import _measure as M
-
-    @njit(nogil=True, cache=False)
-    def _grow(r, n):
-        o = np.empty((r.shape[0] * 2 + 64, r.shape[1]), dtype=r.dtype)
-        o[:n] = r[:n]
-        return o
-
-    @njit(nogil=True, cache=False)
-    def scan_words(liver, lesion, l64, e64, liver_lut, lesion_lut, z0, z1):
-        nz, ny, nx = liver.shape
-        nw = l64.shape[2]
-        runs = np.empty((1024, 6), dtype=np.int64)
-        n = 0
-        liver_count = 0
-        liver_seen = np.zeros(liver_lut.shape[0], dtype=np.uint8)
-        lesion_seen = np.zeros(lesion_lut.shape[0], dtype=np.uint8)
-        big = nz + ny + nx + 1
-        bbox = np.array([big, big, big, -1, -1, -1], dtype=np.int64)
-        for z in range(z0, z1):
-            for y in range(ny):
-                lw = l64[z, y]
-                ew = e64[z, y]
-                la = np.uint64(0)
-                ea = np.uint64(0)
-                for w in range(nw):
-                    la |= lw[w]
-                    ea |= ew[w]
-                if la == 0 and ea == 0:
-                    continue
-                lrow = liver[z, y]
-                erow = lesion[z, y]
-                if la != 0:
-                    w0 = 0
-                    while lw[w0] == 0:
-                        w0 += 1
-                    w1 = nw - 1
-                    while lw[w1] == 0:
-                        w1 -= 1
-                    xf = -1
-                    xl = -1
-                    cnt = 0
-                    ones = np.uint64(0x0101010101010101)
-                    for w in range(w0, w1 + 1):
-                        word = lw[w]
-                        if word == 0:
-                            continue
-                        v0 = lrow[w * 8]
-                        if word == ones * np.uint64(v0):  # 8 equal, non-zero bytes
-                            liver_seen[v0] = 1
-                            if liver_lut[v0]:
-                                cnt += 8
-                                if xf < 0:
-                                    xf = w * 8
-                                xl = w * 8 + 7
-                            continue
-                        for x in range(w * 8, w * 8 + 8):
-                            v = lrow[x]
-                            if v != 0:
-                                liver_seen[v] = 1
-                                if liver_lut[v]:
-                                    cnt += 1
-                                    if xf < 0:
-                                        xf = x
-                                    xl = x
-                    if cnt:
-                        liver_count += cnt
-                        bbox[0] = min(bbox[0], z)
-                        bbox[3] = max(bbox[3], z)
-                        bbox[1] = min(bbox[1], y)
-                        bbox[4] = max(bbox[4], y)
-                        bbox[2] = min(bbox[2], xf)
-                        bbox[5] = max(bbox[5], xl)
-                if ea != 0:
-                    w0 = 0
-                    while ew[w0] == 0:
-                        w0 += 1
-                    w1 = nw - 1
-                    while ew[w1] == 0:
-                        w1 -= 1
-                    for x in range(w0 * 8, w1 * 8 + 8):
-                        raw = erow[x]
-                        if raw == 0:
-                            continue
-                        lesion_seen[raw] = 1
-                        v = lesion_lut[raw]
-                        if v == 0:
-                            continue
-                        inl = 1 if liver_lut[lrow[x]] else 0
-                        if (n > 0 and runs[n - 1, 0] == z and runs[n - 1, 1] == y
-                                and runs[n - 1, 3] == x - 1 and runs[n - 1, 4] == v):
-                            runs[n - 1, 3] = x
-                            runs[n - 1, 5] += inl
-                        else:
-                            if n == runs.shape[0]:
-                                runs = _grow(runs, n)
-                            runs[n, 0] = z
-                            runs[n, 1] = y
-                            runs[n, 2] = x
-                            runs[n, 3] = x
-                            runs[n, 4] = v
-                            runs[n, 5] = inl
-                            n += 1
-        return runs[:n].copy(), liver_count, liver_seen, lesion_seen, bbox
-
-    if (liver.shape[2] % 8 or liver.dtype.itemsize != 1 or lesions.dtype.itemsize != 1
-            or not (liver.flags.c_contiguous and lesions.flags.c_contiguous)):
-        return {"skipped": "needs C-contiguous uint8 rows of a multiple of 8 voxels"}
-    nz, ny = liver.shape[:2]
-    l64 = liver.view(np.uint64).reshape(nz, ny, -1)
-    e64 = lesions.view(np.uint64).reshape(nz, ny, -1)
-    llut = M._value_lut("nonzero", 256, ids=False)
-    elut = M._value_lut("nonzero", 256, ids=True)
-    ref = K._scan_runs(liver, lesions, llut, elut, 0, nz)
-    got = scan_words(liver, lesions, l64, e64, llut, elut, 0, nz)
-    same = (np.array_equal(ref[0], got[0]) and ref[1] == got[1] and np.array_equal(ref[2], got[2])
-            and np.array_equal(ref[3], got[3]) and np.array_equal(ref[4], got[4]))
-    out = {"same_output_as_scan_runs": bool(same)}
-    out["prototype_1thread"], _ = _timeit(lambda: scan_words(liver, lesions, l64, e64, llut, elut, 0, nz), runs)
-    from concurrent.futures import ThreadPoolExecutor
-
-    b = np.linspace(0, nz, 3).astype(int)
-    with ThreadPoolExecutor(2) as ex:
-        out["prototype_2threads"], _ = _timeit(lambda: list(ex.map(
-            lambda i: scan_words(liver, lesions, l64, e64, llut, elut, int(b[i]), int(b[i + 1])), range(2))), runs)
-    return out
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -818,7 +703,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-allvox", action="store_true", help="skip the all-voxel library variant")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-profile", action="store_true", help="skip the phase profile of liverburden")
-    ap.add_argument("--what-if", action="store_true", help="also time a prototype scan kernel (not liverburden code)")
+    ap.add_argument("--profile", action="store_true", help="always run the phase profile of liverburden")
     ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
                     help="wait up to S seconds for other processes to go idle before timing")
     ap.add_argument("--out", default=str(HERE / "results" / "measure.json"))
@@ -854,8 +739,6 @@ def main(argv=None) -> int:
               "(use --wait-idle 600)")
     print()
 
-    times: dict[str, dict] = {}
-    results: dict[str, object] = {}
     skipped: dict[str, str] = {}
     routes: list[tuple[str, object]] = [
         ("floor", lambda: route_floor(liver, lesions)),
@@ -889,20 +772,7 @@ def main(argv=None) -> int:
     # round robin: every round times each route once, so that a busy neighbour
     # disturbs all routes alike; one untimed warm-up round first
     print(f"  warm-up round + {args.runs} timed rounds over {len(routes)} routes ...", flush=True)
-    samples: dict[str, list[float]] = {name: [] for name, _ in routes}
-    for rnd in range(args.runs + 1):
-        for name, fn in routes:
-            gc.collect()
-            t0 = time.perf_counter()
-            res = fn()
-            dt = (time.perf_counter() - t0) * 1e3
-            if rnd == 0:
-                results[name] = res
-            else:
-                samples[name].append(dt)
-            del res
-    for name, ms in samples.items():
-        times[name] = {"median_ms": statistics.median(ms), "min_ms": min(ms), "runs_ms": ms}
+    times, results = round_robin(routes, args.runs)
     try:
         import SimpleITK
 
@@ -1023,7 +893,7 @@ def main(argv=None) -> int:
         print(f"  extra memory <= 50 MB: {'YES' if worst <= 50.0 else 'NO'} (worst {worst:.1f} MB)")
 
     profile = None
-    if not args.no_profile and (lb1 > TARGET_MS or args.what_if):
+    if not args.no_profile and (lb1 > TARGET_MS or args.profile):
         print("\nliverburden phases (private kernels called as measure/_measure.py does) ...", flush=True)
         try:
             profile = profile_liverburden(liver, lesions, sp, direction, args.runs)
@@ -1036,23 +906,6 @@ def main(argv=None) -> int:
         except Exception as exc:
             profile = {"error": repr(exc)}
             print(f"  profile failed (private API changed?): {exc!r}")
-    what_if = None
-    if args.what_if:
-        print("\nwhat-if: prototype scan with a uint64 row pre-check (not liverburden code) ...", flush=True)
-        try:
-            what_if = what_if_scan(liver, lesions, args.runs)
-            for k, v in what_if.items():
-                print(f"  {k:34s} {v['median_ms']:8.2f} ms (min {v['min_ms']:.2f})" if isinstance(v, dict)
-                      else f"  {k:34s} {v}")
-            if isinstance(profile, dict) and "measure_arrays_total" in profile and "prototype_1thread" in what_if:
-                what_if["liverburden_scan_1thread_min_ms"] = profile["scan_runs_1thread"]["min_ms"]
-                est = (profile["measure_arrays_total"]["min_ms"] - profile["scan_runs_1thread"]["min_ms"]
-                       + what_if["prototype_1thread"]["min_ms"])
-                what_if["estimated_measure_arrays_1thread_ms"] = est
-                print(f"  estimated measure_arrays, 1 thread, with this scan (from minima): {est:.1f} ms")
-        except Exception as exc:
-            what_if = {"error": repr(exc)}
-            print(f"  what-if failed: {exc!r}")
 
     doc = {
         "benchmark": "bench_measure",
@@ -1074,7 +927,6 @@ def main(argv=None) -> int:
         "agreement": agreement,
         "memory": memory,
         "profile": profile,
-        "what_if": what_if,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

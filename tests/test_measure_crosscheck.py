@@ -249,3 +249,21 @@ def test_volume_and_feret_match_simpleitk(connectivity, direction, origin):
         assert L.voxel_count == n
         assert L.volume_ml * 1000.0 == pytest.approx(mm3, rel=1e-12)
         assert L.max3d_mm == pytest.approx(feret, abs=1e-9)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS.values(), ids=DIRECTIONS.keys())
+def test_one_label_map_as_both_masks_equals_two_masks(direction):
+    """A LiTS-style map (1 liver, 2 lesion) passed as both masks, with the config
+    naming the values, gives the measurement of a separate liver and lesion mask
+    (the scan's value-set paths against its non-zero paths), whichever axis the
+    LD slices run along."""
+    les = blobs(7).astype(np.uint8)
+    vol = np.zeros(SHAPE, np.uint8)
+    vol[2:-2, 3:-3, 1:-1] = 1
+    vol[les > 0] = 2
+    cfg = {"labels": {"liver": [1, 2], "lesion": [2], "other_lesion_values": "ignore"}}
+    one = measure_arrays(vol, vol, SPACINGS["mixed"], direction, config=cfg)
+    two = measure_arrays((vol > 0).astype(np.uint8), (vol == 2).astype(np.uint8), SPACINGS["mixed"], direction)
+    assert one.lesion_count == two.lesion_count > 20
+    assert [L.to_dict() for L in one.lesions] == [L.to_dict() for L in two.lesions]
+    assert one.liver.to_dict() == two.liver.to_dict()

@@ -99,26 +99,20 @@ _CHUNK = 1 << 22
 
 
 def _nifti_layout(raw: bytes):
-    """(dtype, (nx, ny, nz), vox_offset) of a plain single-file NIfTI-1/2 header, or
-    None when ITK would do more than copy the voxels (scaling, >3-D, other types)."""
+    """(dtype, (nx, ny, nz), vox_offset) of a plain single-file NIfTI-1 header, or
+    None when ITK would do more than copy the voxels (scaling, >3-D, other types).
+    (NIfTI-2 is not handled: ITK does not read it, and neither does liverburden.)"""
     for order in ("<", ">"):
-        size = np.frombuffer(raw[:4], dtype=order + "i4")[0] if len(raw) >= 4 else 0
-        if size == 348 and len(raw) >= 348 and raw[344:347] == b"n+1":
-            dim = np.frombuffer(raw[40:56], dtype=order + "i2").astype(np.int64)
-            code = int(np.frombuffer(raw[70:72], dtype=order + "i2")[0])
-            offset = float(np.frombuffer(raw[108:112], dtype=order + "f4")[0])
-            slope, inter = (float(v) for v in np.frombuffer(raw[112:120], dtype=order + "f4"))
-        elif size == 540 and len(raw) >= 540 and raw[4:7] == b"n+2":
-            dim = np.frombuffer(raw[16:80], dtype=order + "i8").astype(np.int64)
-            code = int(np.frombuffer(raw[12:14], dtype=order + "i2")[0])
-            offset = float(np.frombuffer(raw[168:176], dtype=order + "i8")[0])
-            slope, inter = (float(v) for v in np.frombuffer(raw[176:192], dtype=order + "f8"))
-        else:
+        if len(raw) < 348 or np.frombuffer(raw[:4], dtype=order + "i4")[0] != 348 or raw[344:347] != b"n+1":
             continue
+        dim = np.frombuffer(raw[40:56], dtype=order + "i2").astype(np.int64)
+        code = int(np.frombuffer(raw[70:72], dtype=order + "i2")[0])
+        offset = float(np.frombuffer(raw[108:112], dtype=order + "f4")[0])
+        slope, inter = (float(v) for v in np.frombuffer(raw[112:120], dtype=order + "f4"))
         kind = _NIFTI_DTYPES.get(code)
         if kind is None or dim[0] < 3 or dim[0] > 7 or np.any(dim[4 : dim[0] + 1] != 1) or np.any(dim[1:4] < 1):
             return None
-        if not (slope in (0.0, 1.0) and inter == 0.0) or offset != int(offset) or offset < size:
+        if not (slope in (0.0, 1.0) and inter == 0.0) or offset != int(offset) or offset < 348:
             return None
         return np.dtype(order + kind), tuple(int(d) for d in dim[1:4]), int(offset)
     return None
@@ -154,7 +148,7 @@ def _inflate_into(p: Path, offset: int, out: np.ndarray) -> int:
 
 
 def _read_nifti_direct(p: Path, raw: bytes, what: str) -> Volume | None:
-    """A plain NIfTI file read without SimpleITK's voxel copy: the geometry from ITK's
+    """A plain NIfTI-1 file read without SimpleITK's voxel copy: the geometry from ITK's
     own header reading (so the LPS conventions are ITK's), the voxels inflated
     straight into the output array. None when the header needs ITK's full reader."""
     layout = _nifti_layout(raw)

@@ -44,25 +44,26 @@ def _extend_bbox(bbox, z, y, x_first, x_last):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _add_voxel(runs, n, z, y, x, v, inl):
-    """Add lesion voxel (z, y, x) of value v: extend the previous run when it ends
-    just before x on the same row with the same value, else start a run."""
+def _add_run(runs, n, z, y, x0, x1, v, inl):
+    """Add the lesion stretch x0..x1 (inclusive) of value v on row (z, y), ``inl``
+    of its voxels in the liver: extend the previous run when it ends just before
+    x0 on the same row with the same value, else start a run."""
     if (
         n > 0
         and runs[n - 1, RUN_Z] == z
         and runs[n - 1, RUN_Y] == y
-        and runs[n - 1, RUN_X1] == x - 1
+        and runs[n - 1, RUN_X1] == x0 - 1
         and runs[n - 1, RUN_VALUE] == v
     ):
-        runs[n - 1, RUN_X1] = x
+        runs[n - 1, RUN_X1] = x1
         runs[n - 1, RUN_IN_LIVER] += inl
         return runs, n
     if n == runs.shape[0]:
         runs = _grow(runs, n)
     runs[n, RUN_Z] = z
     runs[n, RUN_Y] = y
-    runs[n, RUN_X0] = x
-    runs[n, RUN_X1] = x
+    runs[n, RUN_X0] = x0
+    runs[n, RUN_X1] = x1
     runs[n, RUN_VALUE] = v
     runs[n, RUN_IN_LIVER] = inl
     return runs, n + 1
@@ -126,7 +127,7 @@ def _scan_runs(liver, lesion, liver_lut, lesion_lut, z0, z1):
                         v = lesion_lut[raw]
                         if v == 0:
                             continue
-                        runs, n = _add_voxel(runs, n, z, y, x, v, 1 if liver_lut[lrow[x]] else 0)
+                        runs, n = _add_run(runs, n, z, y, x, x, v, 1 if liver_lut[lrow[x]] else 0)
     return runs[:n].copy(), liver_count, liver_seen, lesion_seen, bbox
 
 
@@ -548,25 +549,7 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
                         else:
                             for k in range(x, x2):
                                 inl += liver_lut[lrow[k]] != 0
-                        if (
-                            n > 0
-                            and runs[n - 1, RUN_Z] == z
-                            and runs[n - 1, RUN_Y] == y
-                            and runs[n - 1, RUN_X1] == x - 1
-                            and runs[n - 1, RUN_VALUE] == v
-                        ):
-                            runs[n - 1, RUN_X1] = x2 - 1
-                            runs[n - 1, RUN_IN_LIVER] += inl
-                        else:
-                            if n == runs.shape[0]:
-                                runs = _grow(runs, n)
-                            runs[n, RUN_Z] = z
-                            runs[n, RUN_Y] = y
-                            runs[n, RUN_X0] = x
-                            runs[n, RUN_X1] = x2 - 1
-                            runs[n, RUN_VALUE] = v
-                            runs[n, RUN_IN_LIVER] = inl
-                            n += 1
+                        runs, n = _add_run(runs, n, z, y, x, x2 - 1, v, inl)
                     x = x2
     if liver_mode != 0 and liver_count > 0:
         bbox[2] = bx0

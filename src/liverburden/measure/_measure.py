@@ -321,8 +321,9 @@ def measure_arrays(
     perm = (ax,) + tuple(a for a in range(3) if a != ax)
     spacing = np.asarray(geo.spacing_mm, dtype=np.float64)
     if ax != 0:
+        same = lesion_u is liver_u  # one label map as both masks: transpose it once
         liver_u = np.ascontiguousarray(np.transpose(liver_u, perm))
-        lesion_u = np.ascontiguousarray(np.transpose(lesion_u, perm))
+        lesion_u = liver_u if same else np.ascontiguousarray(np.transpose(lesion_u, perm))
         if seg_u is not None:
             seg_u = np.ascontiguousarray(np.transpose(seg_u, perm))
     sp_scan = spacing[list(perm)]
