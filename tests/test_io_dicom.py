@@ -415,3 +415,23 @@ def test_ambiguous_series_at_verbose_leaks_no_identifiers(triphasic, tmp_path, c
     for needle in dg.PHI_NEEDLES + [dg.UID_ROOT]:
         assert needle not in text, needle
     assert not (tmp_path / "o" / "measurements.json").exists()
+
+
+def test_signed_and_unsigned_slices_in_one_series_widen_never_wrap(tmp_path):
+    """One slice stored as signed 16-bit (PixelRepresentation 1, a value below
+    zero), the others unsigned with values above 32767: the volume holds every
+    stored value plus the intercept, no wrap-around in either direction."""
+    rng = np.random.default_rng(3)
+    stored = rng.integers(0, 3000, size=(12, 32, 30)).astype(np.uint16)
+    stored[2, 0, 0] = 40000  # only representable unsigned
+    t = dg.write_series(tmp_path / "ct", stored=stored)
+    for p in t.paths:  # all 16 bits stored (dicomgen writes 12)
+        dg.edit(p, BitsStored=16, HighBit=15)
+    signed = stored[6].astype(np.int16)
+    signed[0, 0] = -500  # only representable signed
+    dg.edit(t.paths[6], PixelRepresentation=1, PixelData=signed.astype("<i2").tobytes())
+    _, px = only_volume_series(t.folder)
+    want = stored.astype(np.float64)
+    want[6] = signed
+    want += t.intercept
+    np.testing.assert_array_equal(px.astype(np.float64), want)
