@@ -186,7 +186,9 @@ def input_hash(row: StudyRow, cfg: Mapping[str, Any]) -> str:
 
 def run_study(row: StudyRow, out_root: str, config_path: str | None, ihash: str) -> dict[str, Any]:
     """Run one study in isolation; never raises: returns its status record."""
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(out_root) / ".numba_cache"))
+    from .kernels._cache import configure as _numba_cache
+
+    _numba_cache()  # the one per-machine kernel cache (README "Cold start"), not one per results folder
     from .pipeline import margin_study, measure_study
     from .report import write_json_atomic
 
@@ -281,7 +283,9 @@ def run_batch(
             todo.append(r)
     statuses = list(skipped)
     cfg_path = str(Path(config).resolve()) if config else None
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(out_root / ".numba_cache"))
+    from .kernels._cache import configure as _numba_cache
+
+    _numba_cache()  # exported to the workers when it is the per-user cache
     prog = _Progress(len(todo)) if progress else None
     if todo:
         if scheduler is None and workers <= 1:

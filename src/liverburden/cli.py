@@ -8,6 +8,7 @@ bug: the traceback is printed with --debug). ``main(argv)`` is what tests call.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -111,6 +112,8 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--debug", action="store_true")
     b.add_argument("--report", action="store_true",
                    help="also write report.html in every study, patient and the cohort folder")
+    w = sub.add_parser("warmup", help="compile every numba kernel once (or load it from the cache), print the time")
+    w.add_argument("--json", action="store_true", help="print the result as one JSON object")
     from .report._html import add_cli as _add_report_cli
 
     _add_report_cli(sub)
@@ -282,6 +285,18 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    from .pipeline import warmup
+
+    r = warmup()
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"liverburden warmup: {r['compiled']} kernel specialisations compiled, {r['loaded_from_cache']} loaded "
+              f"from the cache, in {r['seconds']:.1f} s; cache: {r['cache_dir']} ({r['cache_rule']})")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (tests call it directly)."""
     parser = _build_parser()
@@ -303,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_compare(args)
         if args.command == "batch":
             return _cmd_batch(args)
+        if args.command == "warmup":
+            return _cmd_warmup(args)
         if args.command == "report":
             from .report._html import run_cli as _run_report
 

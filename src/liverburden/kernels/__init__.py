@@ -4,7 +4,11 @@ Private kernels (``_``-prefixed) take arrays, spacing and scalars and return
 numbers or arrays. :mod:`liverburden.measure` validates inputs and calls them.
 """
 
-from ._diameters import (
+from ._cache import configure as _configure_cache
+
+_configure_cache()  # before any @njit(cache=True) below picks its cache locator
+
+from ._diameters import (  # noqa: E402
     E_LD,
     E_MAX3D,
     E_SA,

@@ -102,6 +102,50 @@ def _lex_less(a0, a1, a2, a3, b0, b1, b2, b3):
 
 
 @njit(cache=True, nogil=True)
+def _argsort(a):
+    """Stable ascending argsort (bottom-up merge sort; equal keys keep index order).
+
+    Hand-written instead of ``np.argsort``: numba's quicksort costs 1-2.5 s of
+    compile on first use (``benchmarks/bench_coldstart.py``), this ~0.1 s, at the
+    same O(n log n)."""
+    n = a.shape[0]
+    idx = np.empty(n, dtype=np.int64)
+    tmp = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        idx[i] = i
+    width = 1
+    while width < n:
+        lo = 0
+        while lo < n:
+            mid = min(lo + width, n)
+            hi = min(lo + 2 * width, n)
+            i = lo
+            j = mid
+            k = lo
+            while i < mid and j < hi:
+                if a[idx[j]] < a[idx[i]]:
+                    tmp[k] = idx[j]
+                    j += 1
+                else:
+                    tmp[k] = idx[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                tmp[k] = idx[i]
+                i += 1
+                k += 1
+            while j < hi:
+                tmp[k] = idx[j]
+                j += 1
+                k += 1
+            lo = hi
+        for q in range(n):
+            idx[q] = tmp[q]
+        width *= 2
+    return idx
+
+
+@njit(cache=True, nogil=True)
 def _short_axis(py, px, npx, vy, vx, sy, sx, cos_tol, tie_tol, out):
     """Longest segment between two voxel centres of one slice whose direction is
     within ``acos(cos_tol)`` of perpendicular to (vy, vx) (physical mm).
@@ -115,7 +159,7 @@ def _short_axis(py, px, npx, vy, vx, sy, sx, cos_tol, tie_tol, out):
     t = np.empty(npx, dtype=np.float64)
     for i in range(npx):
         t[i] = py[i] * sy * uy + px[i] * sx * ux
-    order = np.argsort(t)
+    order = _argsort(t)
     best = -1.0
     cos2 = cos_tol * cos_tol
     tmax = t[order[npx - 1]]
@@ -227,7 +271,7 @@ def _max3d(hull, hull_z, sl_start, n_slices, sz, sy, sx, tie_tol):
             pa[q] = a
             pb[q] = b
             q += 1
-    by_ub = np.argsort(-ub)
+    by_ub = _argsort(-ub)
     # pass 1: the exact maximum of d2
     best2 = -1.0
     for t in range(npairs):
@@ -382,7 +426,7 @@ def _lesion_geometry(runs, order, comp_start, spacing, cos_tol, tie_tol):
         sl_start = np.zeros(n_slices + 1, dtype=np.int64)
         sl_max = -np.ones(n_slices, dtype=np.float64)
         pts = np.empty((2 * nr + 4, 2), dtype=np.int64)
-        nh = 0
+        nh = np.int64(0)  # not Literal[int](0): one specialisation of the callees
         k = r0
         while k < r1:
             z = runs[order[k], RUN_Z]
@@ -441,7 +485,7 @@ def _lesion_geometry(runs, order, comp_start, spacing, cos_tol, tie_tol):
                 continue
             z = bz0 + zi
             # the slice's voxels, for SA
-            npx = 0
+            npx = np.int64(0)  # not Literal[int](0): one specialisation of the callees
             for kk in range(r0, r1):
                 r = order[kk]
                 if runs[r, RUN_Z] == z:
@@ -478,11 +522,13 @@ def _lesion_geometry(runs, order, comp_start, spacing, cos_tol, tie_tol):
                         e2 = hull[i, 0]
                         e3 = hull[i, 1]
                     if d > 0.0:
-                        sa_out[:] = -1
+                        for q in range(4):  # a loop, not a slice assignment (compile time)
+                            sa_out[q] = -1
                         sa = _short_axis(py, px, npx, dy, dx, sy, sx, cos_tol, tie_tol, sa_out)
                     else:
                         sa = -1.0
-                        sa_out[:] = -1
+                        for q in range(4):  # a loop, not a slice assignment (compile time)
+                            sa_out[q] = -1
                     better = False
                     if best_z < 0:
                         better = True
@@ -501,7 +547,8 @@ def _lesion_geometry(runs, order, comp_start, spacing, cos_tol, tie_tol):
                         bl[1] = e1
                         bl[2] = e2
                         bl[3] = e3
-                        bs[:] = sa_out
+                        for q in range(4):
+                            bs[q] = sa_out[q]
         floats[c, F_LD] = best_ld
         floats[c, F_SA] = best_sa if best_sa > 0.0 else 0.0
         stats[c, S_SLICE] = best_z

@@ -28,11 +28,15 @@ _BLOCK = 64  # columns OR-reduced before a scalar look at the voxels
 @njit(cache=True, nogil=True)
 def _grow(runs: np.ndarray, n: int) -> np.ndarray:
     out = np.empty((runs.shape[0] * 2 + 64, runs.shape[1]), dtype=runs.dtype)
-    out[:n] = runs[:n]
+    # element loop, not ``out[:n] = runs[:n]``: numba's 2-D slice assignment costs
+    # ~2.5 s of compile on first use (benchmarks/bench_coldstart.py)
+    for i in range(n):
+        for j in range(runs.shape[1]):
+            out[i, j] = runs[i, j]
     return out
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _extend_bbox(bbox, z, y, x_first, x_last):
     """Grow the (min z, y, x, max z, y, x) box by a row stretch of liver voxels."""
     bbox[0] = min(bbox[0], z)
@@ -43,7 +47,7 @@ def _extend_bbox(bbox, z, y, x_first, x_last):
     bbox[5] = max(bbox[5], x_last)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _add_run(runs, n, z, y, x0, x1, v, inl):
     """Add the lesion stretch x0..x1 (inclusive) of value v on row (z, y), ``inl``
     of its voxels in the liver: extend the previous run when it ends just before
@@ -93,7 +97,7 @@ def _scan_runs(liver, lesion, liver_lut, lesion_lut, z0, z1):
     """
     nz, ny, nx = liver.shape
     runs = np.empty((1024, RUN_NCOLS), dtype=np.int64)
-    n = 0
+    n = np.int64(0)  # not Literal[int](0): one specialisation of the callees, not two
     liver_count = 0
     liver_seen = np.zeros(liver_lut.shape[0], dtype=np.uint8)
     lesion_seen = np.zeros(lesion_lut.shape[0], dtype=np.uint8)
@@ -244,7 +248,7 @@ def _connect_runs(runs, shape_zy, connectivity, by_value):
     return comp, n_comp
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _lanes_nonzero(x, itemsize):
     """Word ``x`` with the lowest bit of each ``itemsize``-byte lane set where
     that lane (one voxel) is non-zero, every other bit clear."""
@@ -269,7 +273,7 @@ def _lanes_nonzero(x, itemsize):
     return np.uint64(1) if x != np.uint64(0) else np.uint64(0)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _lanes_eq(x, pat, itemsize):
     """Lowest bit of each lane set where the lane of ``x`` equals that of ``pat``."""
     if itemsize == 1:
@@ -310,7 +314,7 @@ def _lesion_word(x, mode, pats, itemsize):
     return x
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _lane_sum(acc, itemsize):
     """Sum of the ``itemsize``-byte lanes of ``acc`` (each lane < 2**(8*itemsize-1))."""
     if itemsize == 1:
@@ -373,7 +377,7 @@ def _scan_runs_words(liver, lesion, l64, e64, vpw_l, vpw_e, liver_lut, lesion_lu
     while (1 << sh_e) < vpw_e:
         sh_e += 1
     runs = np.empty((1024, RUN_NCOLS), dtype=np.int64)
-    n = 0
+    n = np.int64(0)  # not Literal[int](0): one specialisation of the callees, not two
     liver_count = 0
     liver_seen = np.zeros(liver_lut.shape[0], dtype=np.uint8)
     lesion_seen = np.zeros(lesion_lut.shape[0], dtype=np.uint8)

@@ -183,8 +183,10 @@ class Listener:
 
 
 def _spawn_worker(config_path: Path, index: int, spool: Spool, verbose: bool) -> subprocess.Popen:
+    from ..kernels._cache import configure as _numba_cache
+
+    _numba_cache()  # the worker uses the same kernel cache as every other command (README "Cold start")
     env = dict(os.environ)
-    env.setdefault("NUMBA_CACHE_DIR", str(spool.root / "numba_cache"))
     env.setdefault("MPLBACKEND", "Agg")
     env["PYTHONUNBUFFERED"] = "1"
     cmd = [sys.executable, "-m", "liverburden.pacs._worker", "--config", str(config_path), "--index", str(index)]

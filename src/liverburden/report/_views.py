@@ -12,15 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import matplotlib
+import numpy as np
+import SimpleITK as sitk
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-
-from ..geometry import Volume, ld_axis  # noqa: E402
-from ..io import volume_to_sitk  # noqa: E402
+from ..geometry import Volume, ld_axis
+from ..io import volume_to_sitk
 
 LIVER_WINDOW = (150.0, 80.0)  # width, level (HU)
 
@@ -262,6 +258,11 @@ def margin_figure(path, image: Volume, tumor: np.ndarray, zone: np.ndarray, tumo
     ot = OrientedVolume(image, tumor.astype(np.uint8))
     oz = OrientedVolume(image, zone.astype(np.uint8))
     p = tumor_result.min_margin_point_mm
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # here, not at import: commands that draw nothing start faster
+
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.8), dpi=90)
     for ax, view in zip(axes[:3], ("axial", "coronal", "sagittal")):
         show(ax, ov, view, p, window=window, masks=[(ot, "red"), (oz, "lime")])

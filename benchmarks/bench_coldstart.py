@@ -1,0 +1,162 @@
+"""Cold start: the README's sample ``measure`` in a fresh process, empty vs warm kernel cache.
+
+Run from the repository root::
+
+    python benchmarks/bench_coldstart.py            # 1 cold + 3 warm runs
+    python benchmarks/bench_coldstart.py --cold 3 --warm 5
+
+Each run is a new ``python -m liverburden measure ...`` process (the README's sample
+command, every stage: load, measure with segments and a right-hepatectomy plan, bundle
+written) with ``NUMBA_CACHE_DIR`` pointing at a temporary folder: emptied before each
+cold run, kept for the warm runs. Inside the process numba's ``numba:compile`` events
+are recorded, so the report gives the compile time per kernel and per type
+specialisation (inner kernels compiled as part of an outer one are listed under it,
+their time included in the outer's). Also ``liverburden warmup`` cold and warm.
+
+Figures are wall-clock seconds of the whole process (interpreter start, imports,
+compile or cache load, the measurement, writing the bundle). The machine's load is
+printed: on a busy machine the cold figure grows with the other jobs' CPU use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+S = ROOT / "sample_data" / "study"
+SAMPLE = ["measure", "--image", str(S / "ct"), "--liver", str(S / "liver.nii.gz"), "--lesions",
+          str(S / "lesions.nii.gz"), "--segments", str(S / "segments.nii.gz"), "--resect", "right-hepatectomy",
+          "--quiet"]
+
+# Runs inside the measured process: record numba compile events, then run the CLI.
+_PROBE = r"""
+import json, os, sys, time
+t_start = time.perf_counter()
+from numba.core import event
+stack, rec = [], []
+class _L(event.Listener):
+    def on_start(self, ev):
+        stack.append(time.perf_counter())
+    def on_end(self, ev):
+        t = time.perf_counter() - stack.pop()
+        d = ev.data["dispatcher"]
+        rec.append({"depth": len(stack), "kernel": d.py_func.__module__ + "." + d.py_func.__qualname__,
+                    "signature": str(ev.data["args"]), "seconds": t})
+event.register("numba:compile", _L())
+from liverburden.cli import main
+rc = main(sys.argv[1:])
+out = {"rc": rc, "in_process_s": time.perf_counter() - t_start, "compiles": rec}
+with open(os.environ["LB_BENCH_OUT"], "w") as f:
+    json.dump(out, f)
+"""
+
+
+def _run(args: list[str], cache: Path, out_dir: Path) -> dict:
+    rec = out_dir / "probe.json"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), LB_BENCH_OUT=str(rec))
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", _PROBE, *args], env=env, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        sys.exit(f"run failed (rc {r.returncode}): {r.stderr[-2000:]}")
+    d = json.loads(rec.read_text())
+    d["wall_s"] = wall
+    return d
+
+
+def _load() -> str:
+    try:
+        la = os.getloadavg()
+        return f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} on {os.cpu_count()} cores"
+    except OSError:
+        return "load average unknown"
+
+
+def _table(compiles: list[dict]) -> list[str]:
+    """Top-level compiles (called from Python) with their inner kernels under them."""
+    lines = []
+    # events arrive in post-order (inner first); rebuild the tree by depth
+    pending: dict[int, list[dict]] = {}
+    roots = []
+    for c in compiles:
+        c = dict(c, children=pending.pop(c["depth"] + 1, []))
+        if c["depth"] == 0:
+            roots.append(c)
+        else:
+            pending.setdefault(c["depth"], []).append(c)
+
+    def mine(c):
+        return c["kernel"].startswith("liverburden.")
+
+    def walk(c, indent):
+        if mine(c) or c["seconds"] >= 0.2:
+            name = c["kernel"].replace("liverburden.kernels.", "")
+            sig = c["signature"]
+            lines.append(f"{c['seconds']:8.2f}  {'  ' * indent}{name}{sig[:110] + ('...' if len(sig) > 110 else '')}")
+        for ch in c["children"]:
+            walk(ch, indent + 1)
+
+    for r in sorted(roots, key=lambda c: -c["seconds"]):
+        walk(r, 0)
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cold", type=int, default=1, help="cold runs (empty cache each time); default 1")
+    ap.add_argument("--warm", type=int, default=3, help="warm runs; default 3")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="lb-coldstart-"))
+    cache = tmp / "numba"
+    try:
+        print(f"machine before: {_load()}")
+        cold, warm = [], []
+        for i in range(args.cold):
+            shutil.rmtree(cache, ignore_errors=True)
+            cold.append(_run([*SAMPLE, "--out", str(tmp / "out")], cache, tmp))
+        for i in range(args.warm):
+            warm.append(_run([*SAMPLE, "--out", str(tmp / "out")], cache, tmp))
+        shutil.rmtree(cache, ignore_errors=True)
+        wu_cold = _run(["warmup", "--json"], cache, tmp)
+        wu_warm = _run(["warmup", "--json"], cache, tmp)
+        print(f"machine after:  {_load()}\n")
+
+        c0 = cold[0]
+        top = sum(c["seconds"] for c in c0["compiles"] if c["depth"] == 0)
+        print("compile time of the first cold run, per kernel and type specialisation (s; inner under outer):")
+        print("\n".join(_table(c0["compiles"])))
+        print(f"{top:8.2f}  total compile (top-level kernels)\n")
+
+        cw = [r["wall_s"] for r in cold]
+        ww = [r["wall_s"] for r in warm]
+        nspec = sum(1 for c in c0["compiles"] if c["kernel"].startswith("liverburden."))
+        print(f"{'':34s}{'median s':>10s}{'min s':>8s}{'runs':>6s}")
+        print(f"{'sample measure, cold cache':34s}{statistics.median(cw):10.2f}{min(cw):8.2f}{len(cw):6d}"
+              f"   ({nspec} liverburden specialisations compiled)")
+        print(f"{'sample measure, warm cache':34s}{statistics.median(ww):10.2f}{min(ww):8.2f}{len(ww):6d}"
+              f"   ({sum(1 for r in warm for c in r['compiles'])} compiles in warm runs)")
+        print(f"{'liverburden warmup, cold cache':34s}{wu_cold['wall_s']:10.2f}{'':8s}{1:6d}")
+        print(f"{'liverburden warmup, warm cache':34s}{wu_warm['wall_s']:10.2f}{'':8s}{1:6d}")
+        print(f"\ngoal: cold < 5 s: {'YES' if statistics.median(cw) < 5 else 'NO'}; "
+              f"warm < 1 s: {'YES' if statistics.median(ww) < 1 else 'NO'}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"cold": cold, "warm": warm, "warmup_cold": wu_cold,
+                                                   "warmup_warm": wu_warm}, indent=1))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Kernel cache location (issue 13): a read-only install still caches.
+
+The install directory is made truly read-only (a tmpfs remounted ``ro``: root
+ignores permission bits, not a read-only mount). ``liverburden warmup`` run
+twice in fresh processes: the first compiles into
+``$XDG_CACHE_HOME/liverburden/numba``, the second compiles nothing (numba's own
+per-dispatcher cache hit / miss counters, summed over every kernel).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "src" / "liverburden"
+
+
+def _env(pythonpath: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "PYTHONPATH")}
+    env["PYTHONPATH"] = str(pythonpath)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def readonly_install(tmp_path):
+    mnt = tmp_path / "site"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "none", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"SKIP reason: cannot mount a tmpfs for a read-only install ({r.stderr.strip()})", file=sys.stderr)
+        pytest.skip(f"cannot mount a tmpfs for a read-only install: {r.stderr.strip()}")
+    try:
+        shutil.copytree(PKG, mnt / "liverburden", ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        with pytest.raises(OSError):
+            (mnt / "probe").write_text("x")
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _warmup(env) -> dict:
+    r = subprocess.run([sys.executable, "-m", "liverburden", "warmup", "--json"], env=env, capture_output=True,
+                       text=True, timeout=600, cwd="/")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_readonly_install_caches_per_user(readonly_install, tmp_path):
+    xdg = tmp_path / "xdg"
+    env = _env(readonly_install, XDG_CACHE_HOME=str(xdg))
+    first = _warmup(env)
+    assert first["cache_rule"] == "user"
+    assert Path(first["cache_dir"]) == xdg / "liverburden" / "numba"
+    assert first["compiled"] > 0
+    assert list((xdg / "liverburden" / "numba").rglob("*.nbi")), "nothing was cached"
+    assert not list(readonly_install.rglob("__pycache__"))
+    second = _warmup(env)
+    assert second["compiled"] == 0, second
+    assert second["loaded_from_cache"] > 0
+
+
+def _choice(env) -> list:
+    code = ("import json, os; from liverburden.kernels import _cache; "
+            "print(json.dumps([*_cache.CHOICE, os.environ.get('NUMBA_CACHE_DIR')]))")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd="/")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
+
+
+def test_numba_cache_dir_wins(readonly_install, tmp_path):
+    mine = tmp_path / "mine"
+    d, rule, exported = _choice(_env(readonly_install, NUMBA_CACHE_DIR=str(mine), XDG_CACHE_HOME=str(tmp_path / "x")))
+    assert (d, rule, exported) == (str(mine), "NUMBA_CACHE_DIR", str(mine))
+
+
+def test_user_cache_is_exported_to_child_processes(readonly_install, tmp_path):
+    """Batch workers and the PACS worker inherit the environment: the same cache."""
+    d, rule, exported = _choice(_env(readonly_install, XDG_CACHE_HOME=str(tmp_path / "x")))
+    assert rule == "user" and exported == d == str(tmp_path / "x" / "liverburden" / "numba")
+
+
+def test_writable_package_keeps_numba_default(tmp_path):
+    site = tmp_path / "site"
+    shutil.copytree(PKG, site / "liverburden", ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
+    d, rule, exported = _choice(_env(site, XDG_CACHE_HOME=str(tmp_path / "x")))
+    assert rule == "package" and d == str(site / "liverburden" / "kernels" / "__pycache__") and exported is None
+
+
+def test_hand_written_argsort_equals_numpy_stable():
+    """The compile-cheap argsort of the diameter kernels (replaces np.argsort)."""
+    import numpy as np
+
+    from liverburden.kernels._diameters import _argsort
+
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 2, 3, 8, 9, 257, 1000):
+        for a in (rng.normal(size=n), rng.integers(0, 4, size=n).astype(np.float64), -np.arange(n, dtype=np.float64)):
+            assert np.array_equal(_argsort(a), np.argsort(a, kind="stable")), n
