@@ -168,3 +168,20 @@ def test_float32_masks_far_from_the_origin_measure_exactly(oblique, tmp_path):
         assert b["volume_ml"] == pytest.approx(int(np.sum(lesions == lab)) * voxel_ml, rel=1e-6)
         assert abs(b["ld_mm"] - a["ld_mm"]) <= 1e-6 and abs(b["sa_mm"] - a["sa_mm"]) <= 1e-6
         assert np.allclose(b["ld_endpoints_mm"], a["ld_endpoints_mm"], rtol=0, atol=1e-6)
+
+
+def test_cli_refuses_a_tenth_of_a_voxel_with_one_line_naming_both_grids(oblique, tmp_path, capfd):
+    t, liver, lesions, ref, root = oblique
+    d = 0.1 * ref.spacing_mm[1] * ref.direction[:, 1]  # a tenth of a 0.8 mm row
+    bad = _write_nifti(tmp_path / "liver_shifted.nii.gz", liver, _nifti_affine(ref, d))
+    les = _write_nifti(tmp_path / "lesions.nii.gz", lesions, _nifti_affine(ref))
+    capfd.readouterr()
+    rc = main(["measure", "--image", str(root / "ct"), "--liver", str(bad), "--lesions", str(les),
+               "--out", str(tmp_path / "out")])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert rc == 2
+    line = [x for x in err if "error:" in x]
+    assert len(line) == 1, err
+    assert str(bad) in line[0] and "not on the image grid" in line[0] and "along the image row axis" in line[0]
+    assert line[0].count("origin_mm=") == 2 and "resample" in line[0]
+    assert not (tmp_path / "out" / "measurements.json").exists()
