@@ -31,12 +31,15 @@ from .._exceptions import GeometryError
 #: ``tests/test_converters.py`` (dcm2niix, nibabel, SimpleITK): at most 1.5e-5 of
 #: a voxel. 1e-2 of a voxel is 3-10 um for 0.3-1 mm voxels and 10-50 um along
 #: 1-5 mm slices: well above all of that, and still ten times below the
-#: smallest real offset we must refuse (a mask shifted by a tenth of a voxel). For comparison: ITK's congruence check
-#: (``ImageBase`` coordinate tolerance) is 1e-6 x spacing, which float32 NIfTI
-#: affines far from the origin fail (hence SimpleITK's "Inputs do not occupy the
-#: same physical space" on converter output); highdicom compares affines with an
-#: absolute 1e-5 and nibabel with ``numpy.allclose`` (rtol 1e-5, atol 1e-8), both
-#: below float32 storage precision for coordinates of hundreds of mm. The old
+#: smallest real offset we must refuse (a mask shifted by a tenth of a voxel).
+#: For comparison: ITK's congruence check (``ImageBase`` coordinate tolerance)
+#: is 1e-6 x spacing (about 1 nm), which float32 NIfTI affines far from the
+#: origin fail (origins move by ~10 nm; hence SimpleITK's "Inputs do not occupy
+#: the same physical space" on converter output); highdicom compares affines with
+#: an absolute 1e-5 mm (10 nm, about float32 rounding of a 200 mm coordinate);
+#: nibabel users compare with ``numpy.allclose`` (rtol 1e-5 of the coordinate:
+#: 1-5 um at 100-500 mm, but 1e-8 mm at the origin, so it depends on where the
+#: scanner put the patient). A tolerance in voxels depends on neither. The old
 #: fixed 1e-3 of the smallest spacing (about 1 um) refused correct masks.
 POSITION_TOL_VOXEL = 1e-2
 #: Two axis directions are the same (or opposite) when the angle between them is
