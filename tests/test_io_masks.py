@@ -227,16 +227,18 @@ def test_mismatch_rotated_direction(grid, tmp_path):
 
 
 def test_origin_within_tolerance_is_the_same_grid(grid, tmp_path):
-    # 1e-3 of a voxel (0.7 mm) = 7e-4 mm; 1e-4 mm is float32/DS rounding
+    # tolerance 1e-2 of a voxel along each axis (col 0.7, row 0.8, slice 2.0 mm):
+    # half of it on every axis is float32 rounding far from the origin, accepted
     t, labels, les_path, _ = grid
-    p = t.write_mask(tmp_path / "l.nii.gz", labels, origin_mm=np.asarray(t.origin_mm) + [1e-4, -1e-4, 1e-4])
+    p = t.write_mask(tmp_path / "l.nii.gz", labels, origin_mm=np.asarray(t.origin_mm) + [0.0035, -0.004, 0.01])
     assert np.array_equal(np.asarray(_load(t, p, les_path).liver.array), labels)
 
 
 def test_origin_just_beyond_tolerance_is_an_error(grid, tmp_path):
     t, labels, les_path, _ = grid
-    p = t.write_mask(tmp_path / "l.nii.gz", labels, origin_mm=np.asarray(t.origin_mm) + [0.002, 0.0, 0.0])
-    _expect_mismatch(t, p, les_path, "offset")
+    p = t.write_mask(tmp_path / "l.nii.gz", labels, origin_mm=np.asarray(t.origin_mm) + [0.0105, 0.0, 0.0])
+    # 0.015 of a 0.7 mm column: 1.5 x the 1e-2 voxel tolerance
+    _expect_mismatch(t, p, les_path, "offset by up to 0.015 voxel along the image col axis")
 
 
 def test_lesion_mask_mismatch_names_the_lesion_file(grid, tmp_path):

@@ -15,13 +15,41 @@ import numpy as np
 
 from .._exceptions import GeometryError
 
-#: Two voxel grids coincide when every voxel centre lies within this fraction
-#: of the smallest voxel spacing of its counterpart (1e-3 of a voxel: well below
-#: any rounding a DICOM or NIfTI writer does to geometry, far above float error).
-POSITION_TOL_VOXEL = 1e-3
-#: Two axis directions are the same (or opposite) when the absolute cosine of
-#: their angle is above ``1 - DIRECTION_TOL``.
-DIRECTION_TOL = 1e-6
+#: Two voxel grids coincide when every voxel centre of one lies within this
+#: fraction of a voxel of its counterpart, measured along each axis of the
+#: reference grid in units of that axis' spacing (1e-2 of a voxel).
+#:
+#: Why 1e-2: NIfTI stores its affine (and the qform quaternion) in float32, whose
+#: relative rounding is 2**-24 ~ 6e-8. A converter writing a DICOM series to NIfTI
+#: therefore moves the voxel centres by up to ~6e-8 x |coordinate| for the offset
+#: (origins lie up to ~500 mm from the scanner origin: 3e-5 mm) plus the rounding
+#: of the direction x spacing columns and of the quaternion angles (~1e-7 rad)
+#: times the grid extent (<= ~500 mm: 5e-5 mm); tools that compute the affine in
+#: float32 arithmetic or re-derive it (resampling, reorientation, round trips
+#: through several formats) add more: a GE oblique series 140 mm from the origin
+#: was reported 2.2 um off (issue 11). Measured on the real corpus of
+#: ``tests/test_converters.py`` (dcm2niix, nibabel, SimpleITK): at most 1.5e-5 of
+#: a voxel. 1e-2 of a voxel is 3-10 um for 0.3-1 mm voxels and 10-50 um along
+#: 1-5 mm slices: well above all of that, and still ten times below the
+#: smallest real offset we must refuse (a mask shifted by a tenth of a voxel).
+#: For comparison: ITK's congruence check (``ImageBase`` coordinate tolerance)
+#: is 1e-6 x spacing (about 1 nm), which float32 NIfTI affines far from the
+#: origin fail (origins move by ~10 nm; hence SimpleITK's "Inputs do not occupy
+#: the same physical space" on converter output); highdicom compares affines with
+#: an absolute 1e-5 mm (10 nm, about float32 rounding of a 200 mm coordinate);
+#: nibabel users compare with ``numpy.allclose`` (rtol 1e-5 of the coordinate:
+#: 1-5 um at 100-500 mm, but 1e-8 mm at the origin, so it depends on where the
+#: scanner put the patient). A tolerance in voxels depends on neither. The old
+#: fixed 1e-3 of the smallest spacing (about 1 um) refused correct masks.
+POSITION_TOL_VOXEL = 1e-2
+#: Two axis directions are the same (or opposite) when the angle between them is
+#: at most this many radians (1e-4 rad = 0.0057 degree). float32 storage of the
+#: direction cosines or of the qform quaternion turns an axis by ~1e-7 rad, and
+#: DICOM ImageOrientationPatient written with 6 decimals by ~1e-6 rad: 1e-4 is
+#: a hundred times that. Over a 500 mm grid 1e-4 rad moves the far corner by
+#: 0.05 mm; whether that is still on the grid is the voxel-centre check's call.
+DIRECTION_TOL = 1e-4
+_AXES = ("slice", "row", "col")
 #: Two spacings are the same when they differ by less than this fraction.
 SPACING_REL_TOL = 1e-4
 #: A direction matrix is orthonormal when ``|D^T D - I|`` is below this.
@@ -170,47 +198,71 @@ def match_to_grid(
     reference's in some axis order and sign: then the array is permuted and
     flipped (a view, no copy, no interpolation). Any other difference raises
     :class:`GeometryError` naming both geometries. Never resamples.
+
+    Two grids coincide when (1) each reference axis has a mask axis within
+    ``direction_tol`` radians of it (or of its opposite), (2) sizes match along
+    matched axes, spacings within ``spacing_rel_tol``, and (3) every voxel centre
+    of the mask lies within ``position_tol_voxel`` voxels of the reference voxel
+    it lands on, along each reference axis in units of that axis' spacing. The
+    offset between two affine grids is affine in the voxel index, so its largest
+    value is reached at a corner: the 8 corners are checked exactly.
+    See :data:`POSITION_TOL_VOXEL` and :data:`DIRECTION_TOL` for the numbers.
     """
     md = mask.direction
     rd = ref.direction
-    perm = [-1, -1, -1]  # ref axis k <- mask axis perm[k]
-    sign = [1, 1, 1]
-    for k in range(3):
-        cos = md.T @ rd[:, k]
-        j = int(np.argmax(np.abs(cos)))
-        if abs(abs(cos[j]) - 1.0) > direction_tol or j in perm:
-            perm = None  # type: ignore[assignment]
-            break
-        perm[k] = j
-        sign[k] = 1 if cos[j] > 0 else -1
 
     def _mismatch(reason: str) -> GeometryError:
         return GeometryError(
             f"{mask.source or what}: {what} is not on the image grid ({reason}); "
             f"{what}: {describe_geometry(mask)}; image: {describe_geometry(ref)}. "
-            "liverburden never resamples a mask silently: resample it onto the image grid first."
+            "liverburden never resamples a mask silently: write the mask on the image's grid "
+            "(same size, spacing, origin and direction; any axis order or flip is fine), "
+            "or resample it onto the image grid with nearest-neighbour interpolation first."
         )
 
-    if perm is None:
-        raise _mismatch("axis directions differ")
+    perm = [-1, -1, -1]  # ref axis k <- mask axis perm[k]
+    sign = [1, 1, 1]
+    for k in range(3):
+        cos = md.T @ rd[:, k]
+        j = int(np.argmax(np.abs(cos)))
+        # angle between the axes (or their opposites), accurate near 0
+        angle = float(np.arctan2(np.linalg.norm(np.cross(md[:, j], rd[:, k])), abs(cos[j])))
+        if angle > direction_tol or j in perm:
+            raise _mismatch(
+                f"axis directions differ: image {_AXES[k]} axis is {np.degrees(angle):.4g} deg from the nearest "
+                f"{what} axis (tolerance {np.degrees(direction_tol):.3g} deg)"
+            )
+        perm[k] = j
+        sign[k] = 1 if cos[j] > 0 else -1
+
     for k in range(3):
         j = perm[k]
         if mask.shape[j] != ref.shape[k]:
-            raise _mismatch("sizes differ")
+            raise _mismatch(f"sizes differ: {mask.shape[j]} vs {ref.shape[k]} voxels along the image {_AXES[k]} axis")
         if abs(mask.spacing_mm[j] - ref.spacing_mm[k]) > spacing_rel_tol * ref.spacing_mm[k]:
-            raise _mismatch("spacings differ")
+            raise _mismatch(
+                f"spacings differ: {mask.spacing_mm[j]:.6g} vs {ref.spacing_mm[k]:.6g} mm along the image {_AXES[k]} axis"
+            )
     arr = np.transpose(mask.array, perm)
-    tol = position_tol_voxel * min(ref.spacing_mm)
-    # every corner of the reference grid must meet the mask voxel mapped onto it
-    worst = 0.0
+    # every corner of the reference grid must meet the mask voxel mapped onto it;
+    # offsets in reference voxels along each reference axis
+    spacing = np.asarray(ref.spacing_mm)
+    worst, worst_mm, worst_axis = 0.0, 0.0, 0
     for corner in np.ndindex(2, 2, 2):
         ref_idx = [c * (ref.shape[k] - 1) for k, c in enumerate(corner)]
         mask_idx = [0, 0, 0]
         for k in range(3):
             i = ref_idx[k]
             mask_idx[perm[k]] = i if sign[k] > 0 else mask.shape[perm[k]] - 1 - i
-        worst = max(worst, float(np.linalg.norm(mask.index_to_lps(mask_idx) - ref.index_to_lps(ref_idx))))
-    if worst > tol:
-        raise _mismatch(f"voxel centres are offset by up to {worst:.4g} mm (tolerance {tol:.3g} mm)")
+        delta = mask.index_to_lps(mask_idx) - ref.index_to_lps(ref_idx)
+        vox = np.abs(rd.T @ delta) / spacing
+        k = int(np.argmax(vox))
+        if vox[k] > worst:
+            worst, worst_mm, worst_axis = float(vox[k]), float(np.linalg.norm(delta)), k
+    if worst > position_tol_voxel:
+        raise _mismatch(
+            f"voxel centres are offset by up to {worst:.4g} voxel along the image {_AXES[worst_axis]} axis "
+            f"({worst_mm:.4g} mm; tolerance {position_tol_voxel:.3g} voxel)"
+        )
     slices = tuple(slice(None, None, -1) if s < 0 else slice(None) for s in sign)
     return arr[slices]
