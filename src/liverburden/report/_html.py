@@ -384,7 +384,7 @@ def _study_sections(ctx: _Context, doc: dict[str, Any], inputs: dict[str, Any] |
             tbl = _table([
                 _row("id", _n(les.get("id"), src, k + "id")),
                 _row("location", _t(les.get("location"), src, k + "location")),
-                _row("segment", _t(seg, src, k + "segment") + (f" ({F.roman(seg)})" if seg else "")),
+                _row("segment", _t(seg, src, k + "segment") + (f" ({_e(F.roman(seg))})" if seg else "")),
                 _row("volume", _n(les.get("volume_ml"), src, k + "volume_ml", 3, "mL")),
                 _row("LD", _n(les.get("ld_mm"), src, k + "ld_mm", 1, "mm")),
                 _row("SA", _n(les.get("sa_mm"), src, k + "sa_mm", 1, "mm")),
