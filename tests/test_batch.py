@@ -249,6 +249,20 @@ def _bad_manifests(cohort, d: Path):
         cg.write_manifest(d / "dup.csv", [good[0], good[1], dict(good[0])], cols), "row 4: patient 'A' time point 't0' repeats row 2")
     cases["missing measure input"] = (cg.write_manifest(d / "noliver.csv", [dict(good[0], liver=""), good[1]], cols),
                                       "row 2: measure inputs missing: liver")
+    # keys that differ but would share a results folder (issue 12 item 1): on main the
+    # last one's numbers silently replaced the others', exit 0
+    cases["patients P 1 / P_1 share a folder"] = (
+        cg.write_manifest(d / "coll1.csv", [_row("P 1", "t0", ok), _row("P_1", "t0", ok)], cols),
+        "row 3: patient 'P_1' and patient 'P 1' of row 2 share the results folder 'P_1'")
+    cases["patients P/1 / P_1 share a folder"] = (
+        cg.write_manifest(d / "coll2.csv", [_row("P/1", "t0", ok), _row("P_1", "t1", ok)], cols),
+        "row 3: patient 'P_1' and patient 'P/1' of row 2 share the results folder 'P_1'")
+    cases["time points .. / ... share a folder"] = (
+        cg.write_manifest(d / "coll3.csv", [_row("A", "..", ok), _row("A", "...", ok)], cols),
+        "row 3: time point '...' and time point '..' of row 2 (patient 'A') share the results folder 'A/_'")
+    cases["case-insensitive file systems"] = (
+        cg.write_manifest(d / "coll4.csv", [_row("ab", "t0", ok), _row("AB", "t0", ok)], cols),
+        "row 3: patient 'AB' and patient 'ab' of row 2 share the results folder 'AB'")
     return cases
 
 

@@ -71,6 +71,35 @@ def _safe(text: str) -> str:
     return s or "_"
 
 
+def _folder_collisions(rows: Sequence[StudyRow]) -> list[str]:
+    """Distinct patient / time point keys that would share a results folder.
+
+    Folder names are the keys with every character outside ``A-Za-z0-9._-`` made
+    ``_`` (``P 1``, ``P/1`` and ``P_1`` all become ``P_1``; ``..`` and ``...``
+    become ``_``), compared without case (case-insensitive file systems). Two
+    studies in one folder would silently replace each other's numbers, so this is a
+    manifest error naming both rows.
+    """
+    errors: list[str] = []
+    patients: dict[str, tuple[int, str]] = {}
+    studies: dict[str, tuple[int, str, str]] = {}
+    for r in rows:
+        pk = _safe(r.patient).casefold()
+        first = patients.setdefault(pk, (r.row, r.patient))
+        if first[1] != r.patient:
+            errors.append(f"row {r.row}: patient '{r.patient}' and patient '{first[1]}' of row {first[0]} share the "
+                          f"results folder '{_safe(r.patient)}' (folder names keep only A-Za-z0-9._- and ignore case); "
+                          "rename one")
+            continue
+        sk = r.key.casefold()
+        first_s = studies.setdefault(sk, (r.row, r.patient, r.timepoint))
+        if first_s[2] != r.timepoint:
+            errors.append(f"row {r.row}: time point '{r.timepoint}' and time point '{first_s[2]}' of row {first_s[0]} "
+                          f"(patient '{r.patient}') share the results folder '{r.key}' (folder names keep only "
+                          "A-Za-z0-9._- and ignore case); rename one")
+    return errors
+
+
 def read_manifest(path: str | Path) -> list[StudyRow]:
     """Read and validate a manifest before any work; errors carry row numbers."""
     p = Path(path)
@@ -142,6 +171,7 @@ def read_manifest(path: str | Path) -> list[StudyRow]:
             fields[c] = v
         day = float(d["day"]) if d.get("day") and _isnum(d["day"]) else None
         out.append(StudyRow(i, d["patient"], d["timepoint"], day, fields))
+    errors += _folder_collisions(out)
     if errors:
         raise ManifestError(f"{p}: invalid manifest: " + "; ".join(errors[:20]) + ("; ..." if len(errors) > 20 else ""))
     if not out:
