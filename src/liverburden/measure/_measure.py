@@ -61,11 +61,13 @@ class Lesion:
     segment_voxels: dict[str, int] | None = None
     recist_measurable: bool = False
     recist_target: bool = False
+    location_reliable: bool = True  # False: extrahepatic, yet overlapping the liver beyond the configured limits
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "location": self.location,
+            "location_reliable": self.location_reliable,
             "voxel_count": self.voxel_count,
             "volume_ml": self.volume_ml,
             "voxels_outside_liver": self.voxels_outside_liver,
@@ -109,6 +111,11 @@ class LiverBurden:
     functional_volume_ml: float  # TLV - tumor volume
     truncated: bool
     truncated_edges: tuple[str, ...]
+    unreliable_reasons: tuple[str, ...] = ()
+
+    @property
+    def reliable(self) -> bool:
+        return not self.unreliable_reasons
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,7 +126,8 @@ class LiverBurden:
             "functional_volume_ml": self.functional_volume_ml,
             "truncated": self.truncated,
             "truncated_edges": list(self.truncated_edges),
-            "reliable": not self.truncated,
+            "reliable": self.reliable,
+            "unreliable_reasons": list(self.unreliable_reasons),
         }
 
 
@@ -407,6 +415,8 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
     voxel_ml = float(np.prod(sp_scan)) / 1000.0
     min_ml = float(cfg["lesions"]["min_lesion_volume_ml"])
     hep_frac = float(cfg["lesions"]["hepatic_fraction"])
+    xo_frac = float(cfg["lesions"]["extrahepatic_overlap_warn_fraction"])
+    xo_ml = float(cfg["lesions"]["extrahepatic_overlap_warn_ml"])
     inv_perm = np.argsort(perm)
 
     keep = np.flatnonzero(stats[:, K.S_COUNT] * voxel_ml >= min_ml) if n_groups else np.zeros(0, dtype=np.int64)
@@ -484,6 +494,16 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
             warnings.append(f"instance {lid} has {int(ncomp_per_group[g])} components")
         if count - inl and frac >= hep_frac:
             warnings.append(f"lesion {lid}: {count - inl} voxel(s) lie outside the liver mask")
+        # extrahepatic by the 50 % rule, yet partly in the liver: the verdict (and with it
+        # involvement, which leaves the lesion out) is only as good as the mask edges
+        loc_ok = True
+        if frac < hep_frac and inl and (inl / count > xo_frac or inl * voxel_ml > xo_ml):
+            loc_ok = False
+            warnings.append(
+                f"lesion {lid} is extrahepatic ({100.0 * frac:.1f} % of it in the liver mask, < "
+                f"{100.0 * hep_frac:g} %) but overlaps the liver by {inl * voxel_ml:.3f} mL: its location is "
+                "unreliable, and involvement, which leaves it out, is marked unreliable (check the masks; limits: "
+                "lesions.extrahepatic_overlap_warn_fraction / _ml)")
         lesions.append(
             Lesion(
                 id=lid,
@@ -510,6 +530,7 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
                 segment_voxels=seg_vox,
                 recist_measurable=lid in measurable,
                 recist_target=lid in target_set,
+                location_reliable=loc_ok,
             )
         )
         if runs.shape[0]:
@@ -542,6 +563,10 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
         functional_volume_ml=(tlv_vox - tumor_vox) * voxel_ml,
         truncated=bool(edges),
         truncated_edges=tuple(edges),
+        unreliable_reasons=tuple(
+            (["liver mask truncated by the field of view"] if edges else [])
+            + [f"extrahepatic lesion {les.id} overlaps the liver" for les in lesions if not les.location_reliable]
+        ),
     )
 
     sod_all = float(sum(les.ld_mm for les in lesions))
@@ -591,7 +616,7 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
         warnings.extend(w)
 
     th = cfg["thresholds"]
-    reliable = not liver_res.truncated
+    reliable = liver_res.reliable
     flags = (
         _flag("involvement_pct", "<", th["involvement_favourable_pct"], liver_res.involvement_pct, reliable,
               "most cited favourable group (clinical-reference section 2)", "thresholds.involvement_favourable_pct"),
