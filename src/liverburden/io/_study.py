@@ -11,13 +11,14 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .._exceptions import GeometryError, InputError, LiverburdenError, SeriesSelectionError
 from ..geometry import Volume, match_to_grid
 from ._dicom import SeriesInfo, read_multiframe, read_series_pixels, scan_dicom, series_geometry
+from ._mask_inputs import MaskSource, check_not_organ_map, combine_lesion_inputs, mask_sources, read_mask_source
 from ._masks import is_dicom_seg, is_volume_file, read_seg, read_volume_file
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class Study:
     remnant: Volume | None
     warnings: tuple[str, ...]
     input_files: dict[str, list[Path]]
+    #: mask role -> the inputs given for it, resolved (folders, several lesion inputs)
+    mask_sources: dict[str, list[MaskSource]] = field(default_factory=dict)
 
 
 def pseudonym(value: str | None, salt: str) -> str | None:
@@ -126,19 +129,45 @@ def _load_image(image, *, series, config, match_mask, read_pixels, mask_what="ma
 
 
 def load_mask_on(
-    path: str | Path, image: Volume, header: StudyHeader, *, config: Mapping[str, Any], role: str, what: str
+    path: str | Path | Sequence[str | Path], image: Volume, header: StudyHeader, *, config: Mapping[str, Any],
+    role: str, what: str
 ) -> Volume:
-    """Read a mask (NIfTI/NRRD/DICOM SEG) and reorient it onto ``image``'s grid, losslessly."""
-    p = Path(path)
-    vol = _read_mask(p, what, role, image, header)
-    arr = match_to_grid(vol, image, what=what, **_tol(config))
-    return image.with_array(arr, source=str(p))
+    """Read a mask (file, folder, or several lesion inputs: see :mod:`._mask_inputs`) and
+    reorient it onto ``image``'s grid, losslessly."""
+    return load_mask_sources_on(path, image, header, config=config, role=role, what=what)[0]
+
+
+def load_mask_sources_on(
+    path: str | Path | Sequence[str | Path], image: Volume, header: StudyHeader, *, config: Mapping[str, Any],
+    role: str, what: str, pre_read: Volume | None = None,
+) -> tuple[Volume, list[MaskSource]]:
+    """:func:`load_mask_on`, also returning the resolved inputs. Several inputs (lesions
+    only) give an instance map: input k is lesion id k, in the given order."""
+    sources = mask_sources(path, role, what)
+    if len(sources) > 1 and role != "lesion":
+        raise InputError(f"{sources[1].path}: only --lesions takes several inputs; {what} got {len(sources)}")
+    arrays = []
+    for k, src in enumerate(sources):
+        vol = pre_read if (pre_read is not None and k == 0) else read_mask_source(
+            src, role=role, what=what, ref=image, header=header, config=config)
+        if role == "liver":
+            check_not_organ_map(vol, src.path, config)
+        try:
+            arrays.append(match_to_grid(vol, image, what=what, **_tol(config)))
+        except GeometryError as exc:
+            msg = str(exc)
+            raise GeometryError(msg if msg.startswith(str(src.path)) else f"{src.path}: {msg}") from None
+    if len(sources) == 1:
+        arr = arrays[0]
+    else:
+        arr = combine_lesion_inputs(arrays, sources, config["labels"]["lesion"])
+    return image.with_array(arr, source=str(sources[0].path)), sources
 
 
 def load_study(
     image: str | Path,
     liver: str | Path,
-    lesions: str | Path,
+    lesions: str | Path | Sequence[str | Path],
     segments: str | Path | None = None,
     *,
     series: str | None = None,
@@ -156,25 +185,25 @@ def load_study(
     img, header, warnings, used, liver_v = _load_image(
         image, series=series, config=config, match_mask=liver, read_pixels=read_pixels, mask_what="liver mask"
     )
-    files: dict[str, list[Path]] = {"image": used, "liver": [Path(liver)], "lesions": [Path(lesions)]}
+    files: dict[str, list[Path]] = {"image": used}
+    sources: dict[str, list[MaskSource]] = {}
 
-    def on(p, role, what):
-        return load_mask_on(p, img, header, config=config, role=role, what=what)
+    def on(p, role, what, key, pre_read=None):
+        vol, srcs = load_mask_sources_on(p, img, header, config=config, role=role, what=what, pre_read=pre_read)
+        sources[key] = srcs
+        files[key] = [f for s in srcs for f in s.files]
+        return vol
 
-    if liver_v is not None:  # already read to choose the series: reorient it, do not read it again
-        liver_g = img.with_array(match_to_grid(liver_v, img, what="liver mask", **_tol(config)), source=str(liver))
-    else:
-        liver_g = on(liver, "liver", "liver mask")
-    lesion_g = on(lesions, "lesion", "lesion mask")
+    # a liver already read to choose the series is reoriented, not read again
+    liver_g = on(liver, "liver", "liver mask", "liver", pre_read=liver_v)
+    lesion_g = on(lesions, "lesion", "lesion mask", "lesions")
     seg_g = None
     if segments is not None:
-        files["segments"] = [Path(segments)]
-        seg_g = on(segments, "segment", "segment map")
+        seg_g = on(segments, "segment", "segment map", "segments")
     rem_g = None
     if remnant is not None:
-        files["remnant"] = [Path(remnant)]
-        rem_g = on(remnant, "remnant", "remnant mask")
-    return Study(img, liver_g, lesion_g, seg_g, header, rem_g, tuple(warnings), files)
+        rem_g = on(remnant, "remnant", "remnant mask", "remnant")
+    return Study(img, liver_g, lesion_g, seg_g, header, rem_g, tuple(warnings), files, sources)
 
 
 def _load_dicom_image(path: Path, selector, liver_v, config, read_pixels, tol):
