@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .._exceptions import InputError, MaskError
+from .._exceptions import InputError, MaskError, SeriesSelectionError
 from ..geometry import Volume
 from ._masks import is_dicom_seg, is_volume_file, read_seg, read_volume_file
 
@@ -133,10 +133,8 @@ def resolve_mask(path: str | Path, role: str, what: str) -> MaskSource:
 
     try:
         series = scan_dicom(p)
-    except InputError:
-        raise
-    except Exception as exc:  # SeriesSelectionError: no DICOM at all
-        raise InputError(f"{p}: no {what} in this folder (expected {_USABLE})") from exc
+    except SeriesSelectionError:  # no DICOM file at all
+        raise InputError(f"{p}: no {what} in this folder (expected {_USABLE})") from None
     series = [s for s in series if hasattr(s.instances[0].ds, "Rows")]
     if not series:
         raise InputError(f"{p}: no {what} in this folder (expected {_USABLE})")
