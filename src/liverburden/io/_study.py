@@ -18,7 +18,14 @@ import numpy as np
 from .._exceptions import GeometryError, InputError, LiverburdenError, SeriesSelectionError
 from ..geometry import Volume, match_to_grid
 from ._dicom import SeriesInfo, read_multiframe, read_series_pixels, scan_dicom, series_geometry
-from ._mask_inputs import MaskSource, check_not_organ_map, combine_lesion_inputs, mask_sources, read_mask_source
+from ._mask_inputs import (
+    MaskSource,
+    check_not_organ_map,
+    combine_lesion_inputs,
+    mask_sources,
+    read_mask_source,
+    resolve_mask,
+)
 from ._masks import is_dicom_seg, is_volume_file, read_seg, read_volume_file
 
 log = logging.getLogger(__name__)
@@ -122,6 +129,10 @@ def _load_image(image, *, series, config, match_mask, read_pixels, mask_what="ma
     mask_v = None
     if match_mask is not None and is_volume_file(Path(match_mask)):
         mask_v = read_volume_file(Path(match_mask), mask_what)
+    elif match_mask is not None and mask_what == "liver mask" and Path(match_mask).is_dir():
+        src = resolve_mask(match_mask, "liver", mask_what)  # a TotalSegmentator folder: its liver.nii.gz
+        if src.kind in ("totalsegmentator", "folder-file"):
+            mask_v = read_volume_file(src.files[0], mask_what)
     if image_p.is_file() and is_volume_file(image_p):
         return read_volume_file(image_p, "image"), StudyHeader(source_kind="volume-file"), [], [image_p], mask_v
     img, header, w, used = _load_dicom_image(image_p, series, mask_v, config, read_pixels, _tol(config))
