@@ -144,6 +144,15 @@ def test_ircadb_folders_liver_and_lesions_in_given_order(ct_grid, tmp_path, caps
     src = inputs["sources"]["lesions"]
     assert [s["kind"] for s in src] == ["dicom-series", "dicom-series"] and len(src[0]["files"]) == len(files)
     assert inputs["sources"]["liver"][0]["sha256"] == inputs["sha256"]["liver"]
+    # compare reloads image and liver from inputs.json this way (frames differ): a folder works
+    from liverburden.config import load_config
+    from liverburden.io import load_image, load_mask_on
+
+    cfg = load_config(None, None)
+    img, hdr, _, _ = load_image(Path(inputs["inputs"]["image"][0]).parent, config=cfg,
+                                match_mask=inputs["inputs"]["liver"][0])
+    back = load_mask_on(inputs["inputs"]["liver"][0], img, hdr, config=cfg, role="liver", what="liver mask")
+    assert int(np.count_nonzero(back.array)) == int(liver.sum())
     # the report reloads the folder masks from inputs.json (no "could not be read", no "changed")
     code, text = _run(["report", str(out)], capsys)
     assert code == 0, text
@@ -204,7 +213,7 @@ def test_overlapping_lesion_inputs_are_refused(ct_grid, tmp_path, capsys):
     assert "t2" in text and "overlaps lesion input 1" in text
 
 
-@pytest.mark.parametrize("shift, drop", [(0.5 * 0.9765625, 0), (0.0, 2)])
+@pytest.mark.parametrize("shift, drop", [(0.1 * 0.9765625, 0), (0.5 * 0.9765625, 0), (0.0, 2)])
 def test_dicom_mask_folder_off_grid_names_both_grids(ct_grid, tmp_path, capsys, shift, drop):
     files, liver, _ = ct_grid
     masks = tmp_path / "M"

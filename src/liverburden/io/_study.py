@@ -26,7 +26,7 @@ from ._mask_inputs import (
     read_mask_source,
     resolve_mask,
 )
-from ._masks import is_dicom_seg, is_volume_file, read_seg, read_volume_file
+from ._masks import is_volume_file, read_volume_file
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +91,6 @@ def _matches_series(info: SeriesInfo, selector: str) -> bool:
         return info.number is not None and int(selector) == info.number
     pat = selector if any(c in selector for c in "*?[") else f"*{selector}*"
     return fnmatch.fnmatch(info.description.lower(), pat.lower())
-
-
-def _read_mask(path: Path, what: str, role: str, ref: Volume | None, header: StudyHeader | None) -> Volume:
-    if is_dicom_seg(path):
-        return read_seg(path, role=role, source_sop_uids=header.sop_uids if header and header.sop_uids else None, reference=ref)
-    if not is_volume_file(path):
-        if not path.exists():
-            raise InputError(f"{path}: {what} file not found")
-        raise InputError(f"{path}: {what} is neither NIfTI/NRRD/MHA nor a DICOM SEG")
-    return read_volume_file(path, what)
 
 
 def _tol(config: Mapping[str, Any]) -> dict[str, float]:
