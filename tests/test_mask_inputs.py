@@ -346,3 +346,25 @@ def test_batch_manifest_lesions_parts(ct_grid, tmp_path):
     rows = read_manifest(man)
     assert [Path(x).name for x in rows[0].fields["lesions"].split(";")] == ["t2", "t1"]
     assert [Path(x).name for x in rows[1].fields["lesions"].split(";")] == ["t1", "t2"]
+
+
+def test_margin_takes_dicom_mask_folders(ct_grid, tmp_path, capsys):
+    files, _, _ = ct_grid
+    tum = np.zeros((len(files), 512, 512), bool)
+    tum[8:12, 240:260, 240:260] = True
+    zone = np.zeros_like(tum)
+    zone[6:14, 230:270, 230:270] = True
+    m = tmp_path / "M"
+    write_mask_folder(m / "tumor", files, tum, 255)
+    write_mask_folder(m / "zone", files, zone, 1)
+    out = tmp_path / "o"
+    code, text = _run(["margin", "--pre", str(CT_DICOM), "--post", str(CT_DICOM), "--tumor", str(m / "tumor"),
+                       "--zone", str(m / "zone"), "--registration", "none", "--out", str(out), "--no-pictures",
+                       "--quiet"], capsys)
+    assert code == 0, text
+    doc = json.loads((out / "margin.json").read_text())
+    # nearest voxel outside the zone: 3 slices (2 mm) beyond the tumor's last slice; in-plane it is 11 pixels
+    assert doc["tumors"][0]["min_margin_mm"] == pytest.approx(6.0, abs=1e-6)
+    assert doc["tumors"][0]["volume_ml"] == pytest.approx(tum.sum() * ct_grid[2], rel=1e-9)
+    assert doc["inputs"]["tumor"]["files"] == len(files) and doc["inputs"]["zone"]["files"] == len(files)
+    assert json.loads((out / "inputs.json").read_text())["inputs"]["tumor"] == [str((m / "tumor").resolve())]
