@@ -331,7 +331,8 @@ def test_total_map_as_liver_needs_liver_label_5(ts_liver, tmp_path, capsys):
 
 
 def test_batch_manifest_lesions_parts(ct_grid, tmp_path):
-    from liverburden.batch import read_manifest
+    from liverburden.batch import input_hash, read_manifest
+    from liverburden.config import load_config
 
     files, liver, _ = ct_grid
     a, b = _lesion_boxes(liver)
@@ -346,6 +347,9 @@ def test_batch_manifest_lesions_parts(ct_grid, tmp_path):
     rows = read_manifest(man)
     assert [Path(x).name for x in rows[0].fields["lesions"].split(";")] == ["t2", "t1"]
     assert [Path(x).name for x in rows[1].fields["lesions"].split(";")] == ["t1", "t2"]
+    # the resume hash covers every part, in order (t2;t1 is not t1;t2: the ids differ)
+    cfg = load_config(None, None)
+    assert input_hash(rows[0], cfg) != input_hash(rows[1], cfg)
 
 
 def test_margin_takes_dicom_mask_folders(ct_grid, tmp_path, capsys):
