@@ -50,7 +50,6 @@ from .._version import __version__
 from ..config import resolve_config
 from ..geometry import Volume, match_to_grid
 from ..io import StudyHeader, hash_files, load_image, load_mask_on, read_volume_file
-from ..io._mask_inputs import mask_files
 from . import _figures as F
 from ._bundle import _atomic_write
 from ._views import LIVER_WINDOW
@@ -243,6 +242,8 @@ def _load_mask(
     """A mask named in inputs.json, on the bundle's grid, or None with a note."""
     if not paths:
         return None
+    from ..io._mask_inputs import mask_files
+
     ps = [Path(p) for p in paths]  # a file, a folder, or several lesion inputs (ids in this order)
     if not all(p.exists() for p in ps):
         ctx.notes.append(f"The {what} listed in inputs.json was not found: it is not drawn.")
