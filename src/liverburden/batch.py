@@ -12,6 +12,7 @@ processes) or on an existing scheduler.
 from __future__ import annotations
 
 import csv
+import glob
 import hashlib
 import json
 import logging
@@ -163,7 +164,24 @@ def read_manifest(path: str | Path) -> list[StudyRow]:
             if c in ("patient", "timepoint", "day"):
                 continue
             v = d.get(c, "")
-            if v and c in PATH_COLS:
+            if v and c == "lesions":  # ";"-separated parts or globs: one lesion per part (ids in order)
+                parts = []
+                for part in (x.strip() for x in v.split(";")):
+                    if not part:
+                        continue
+                    q = Path(part)
+                    q = q if q.is_absolute() else (base / q)
+                    if q.exists():
+                        parts.append(str(q))
+                    elif any(ch in part for ch in "*?["):
+                        hits = sorted(glob.glob(str(q)))
+                        if not hits:
+                            errors.append(f"row {i}: {c} pattern matches nothing: {q}")
+                        parts.extend(hits)
+                    else:
+                        errors.append(f"row {i}: {c} file not found: {q}")
+                v = ";".join(parts)
+            elif v and c in PATH_COLS:
                 q = Path(v)
                 v = str(q if q.is_absolute() else (base / q))
                 if not Path(v).exists():
@@ -207,7 +225,10 @@ def input_hash(row: StudyRow, cfg: Mapping[str, Any]) -> str:
     for c in sorted(row.fields):
         v = row.fields[c]
         h.update(c.encode() + b"=")
-        if v and c in PATH_COLS:
+        if v and c == "lesions":
+            for part in v.split(";"):
+                _hash_path(Path(part), h)
+        elif v and c in PATH_COLS:
             _hash_path(Path(v), h)
         else:
             h.update(v.encode())
@@ -232,7 +253,7 @@ def run_study(row: StudyRow, out_root: str, config_path: str | None, ihash: str)
         f = row.fields
         if row.has_measure:
             measure_study(
-                f["image"], f["liver"], f["lesions"], out / "measure",
+                f["image"], f["liver"], f["lesions"].split(";"), out / "measure",
                 segments=f.get("segments") or None, config=config_path, resect=f.get("resect") or None,
                 height_cm=float(f["height_cm"]) if f.get("height_cm") else None,
                 weight_kg=float(f["weight_kg"]) if f.get("weight_kg") else None,

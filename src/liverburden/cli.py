@@ -44,9 +44,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("measure", help="measure one study: lesions, diameters, liver burden")
     m.add_argument("--image", required=True, help="DICOM folder (searched recursively), multi-frame DICOM, or NIfTI/NRRD")
-    m.add_argument("--liver", required=True, help="liver mask (NIfTI/NRRD/DICOM SEG)")
-    m.add_argument("--lesions", required=True, help="lesion mask, binary or instance-labelled (NIfTI/NRRD/DICOM SEG)")
-    m.add_argument("--segments", help="Couinaud segment map (NIfTI/NRRD/DICOM SEG)")
+    m.add_argument("--liver", required=True, help="liver mask: NIfTI/NRRD/DICOM SEG, a folder of DICOM mask slices "
+                   "(3D-IRCADb MASKS_DICOM/liver) or a TotalSegmentator folder (liver.nii.gz); a 'total' "
+                   "multi-label map needs --liver-label 5 --ignore-other-labels")
+    m.add_argument("--lesions", required=True, nargs="+", help="lesion mask, binary or instance-labelled (NIfTI/NRRD/"
+                   "DICOM SEG, DICOM mask-slice folder, TotalSegmentator folder: liver_tumor.nii.gz); several "
+                   "inputs or a quoted glob: one lesion each, ids 1..N in the given order")
+    m.add_argument("--segments", help="Couinaud segment map (NIfTI/NRRD/DICOM SEG) or a TotalSegmentator "
+                   "liver_segments folder (liver_segment_1..8.nii.gz, combined by name)")
     m.add_argument("--series", help="DICOM series to use: SeriesInstanceUID, SeriesNumber or a description pattern")
     m.add_argument("--config", help="TOML configuration (see configs/default.toml)")
     m.add_argument("--out", required=True, help="output folder (the study bundle)")
@@ -71,8 +76,8 @@ def _build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("margin", help="ablation margin: register post to pre CT, 3-D margin per tumor, A0/A1/A2")
     g.add_argument("--pre", required=True, help="pre-ablation (planning) CT: DICOM folder/file or NIfTI/NRRD")
     g.add_argument("--post", required=True, help="post-ablation (control) CT: DICOM folder/file or NIfTI/NRRD")
-    g.add_argument("--tumor", required=True, help="tumor mask on the pre scan")
-    g.add_argument("--zone", required=True, help="ablation-zone mask on the post scan")
+    g.add_argument("--tumor", required=True, help="tumor mask on the pre scan (file or mask folder, as --liver)")
+    g.add_argument("--zone", required=True, help="ablation-zone mask on the post scan (file or mask folder)")
     g.add_argument("--liver-pre", help="liver mask on the pre scan (initialisation, metric focus, quality)")
     g.add_argument("--liver-post", help="liver mask on the post scan")
     g.add_argument("--registration", choices=["rigid", "affine", "deformable", "none"], help="default: config (affine)")

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -64,7 +64,7 @@ class StudyRun:
 def measure_study(
     image: str | Path,
     liver: str | Path,
-    lesions: str | Path,
+    lesions: str | Path | Sequence[str | Path],
     out: str | Path,
     *,
     segments: str | Path | None = None,
@@ -90,6 +90,11 @@ def measure_study(
     t_cfg = time.perf_counter()
     study = load_study(image, liver, lesions, segments, series=series, config=cfg, remnant=remnant_mask)
     t_load = time.perf_counter()
+    if len(study.mask_sources.get("lesions", ())) > 1:
+        # several lesion inputs were combined into an instance map (input k = id k):
+        # read it as instances, whatever the single-mask lesion settings say
+        cfg = dict(cfg, labels=dict(cfg["labels"], lesion="nonzero", lesion_mode="instances"))
+    lesion_name = lesions if isinstance(lesions, (str, Path)) else ", ".join(str(x) for x in lesions)
     h = study.header
     body: dict[str, Any] = {}
     hsrc = wsrc = None
@@ -101,7 +106,7 @@ def measure_study(
         body["weight_kg"], wsrc = float(weight_kg), "cli"
     elif h.patient_weight_kg is not None:
         body["weight_kg"], wsrc = h.patient_weight_kg, "dicom"
-    res = _named(measure_volumes, {"liver mask": liver, "lesion mask": lesions, "segment map": segments,
+    res = _named(measure_volumes, {"liver mask": liver, "lesion mask": lesion_name, "segment map": segments,
                                    "remnant mask": remnant_mask})(
         study.liver,
         study.lesions,
@@ -142,7 +147,10 @@ def measure_study(
             "note": "local file: input paths may reveal patient data; never export it",
             "inputs": {role: [str(Path(p).resolve()) for p in paths] for role, paths in study.input_files.items()},
             "sha256": {role: v["sha256"] for role, v in hashes.items()},
+            "sources": {role: [s.to_dict() for s in srcs] for role, srcs in study.mask_sources.items()},
         }
+        for role, srcs in study.mask_sources.items():  # a mask role lists its arguments (file or folder)
+            inputs_doc["inputs"][role] = [str(s.path.resolve()) for s in srcs]
     paths = write_bundle(out, doc, res.label_array(), study.image, inputs_doc)
     t_write = time.perf_counter()
     timing = dict(doc["timing_s"], write=round(t_write - t_hash, 4), total=round(t_write - t0, 4))
@@ -271,10 +279,14 @@ def margin_study(
     if not reg.ok:
         warnings.append(f"registration failed its quality check ({reg.reason}): no A0/A1/A2 verdict is issued")
     salt = cfg["privacy"]["salt"]
-    files = {"pre": pre_files, "post": post_files, "tumor": [Path(tumor)], "zone": [Path(zone)]}
-    for role, p in (("liver_pre", liver_pre), ("liver_post", liver_post), ("landmarks", landmarks), ("segments", segments)):
+    from .io._mask_inputs import mask_files
+
+    files = {"pre": pre_files, "post": post_files, "tumor": mask_files(tumor, "lesion", "tumor mask"),
+             "zone": mask_files(zone, "zone", "ablation zone mask")}
+    for role, p, r in (("liver_pre", liver_pre, "liver"), ("liver_post", liver_post, "liver"),
+                       ("landmarks", landmarks, None), ("segments", segments, "segment")):
         if p:
-            files[role] = [Path(p)]
+            files[role] = [Path(p)] if r is None else mask_files(p, r)
     hashes = {role: {"sha256": hash_files(ps), "files": len(ps)} for role, ps in files.items()}
     doc: dict[str, Any] = {
         "schema_version": "1.0.0",
@@ -341,7 +353,9 @@ def margin_study(
         paths["inputs"] = outp / "inputs.json"
         write_json_atomic(paths["inputs"], {
             "note": "local file: input paths may reveal patient data; never export it",
-            "inputs": {role: [str(Path(p).resolve()) for p in ps] for role, ps in files.items()},
+            "inputs": {role: [str(Path(p).resolve()) for p in ps] for role, ps in files.items()}
+            | {role: [str(Path(p).resolve())] for role, p in (("tumor", tumor), ("zone", zone), ("liver_pre", liver_pre),
+                                                               ("liver_post", liver_post), ("segments", segments)) if p},
         })
     paths["json"] = outp / "margin.json"
     write_json_atomic(paths["json"], doc)

@@ -139,10 +139,12 @@ def scan_dicom(path: str | Path) -> list[SeriesInfo]:
             skipped += 1
             continue
         media = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
-        if ("SOPClassUID" not in ds or "SeriesInstanceUID" not in ds) and _is_probably_dicom(f) \
-                and media != "1.2.840.10008.1.3.10":  # not a DICOMDIR
+        if ("SOPClassUID" not in ds or ("SeriesInstanceUID" not in ds and "PixelData" not in ds)) \
+                and _is_probably_dicom(f) and media != "1.2.840.10008.1.3.10":  # not a DICOMDIR
             # pydicom returns a partial dataset from a truncated file without raising; every
-            # composite object carries these two elements (they may be empty, never absent)
+            # composite object carries these two elements (they may be empty, never absent).
+            # Some exporters (3D-IRCADb's mask slices) leave SeriesInstanceUID out of complete
+            # files: with its pixel data present the file is not truncated, it is grouped below.
             raise InputError(f"{f}: corrupt DICOM file (truncated or incomplete: required elements missing)")
         uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
         if not uid:

@@ -11,14 +11,22 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .._exceptions import GeometryError, InputError, LiverburdenError, SeriesSelectionError
 from ..geometry import Volume, match_to_grid
 from ._dicom import SeriesInfo, read_multiframe, read_series_pixels, scan_dicom, series_geometry
-from ._masks import is_dicom_seg, is_volume_file, read_seg, read_volume_file
+from ._mask_inputs import (
+    MaskSource,
+    check_not_organ_map,
+    combine_lesion_inputs,
+    mask_sources,
+    read_mask_source,
+    resolve_mask,
+)
+from ._masks import is_volume_file, read_volume_file
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,8 @@ class Study:
     remnant: Volume | None
     warnings: tuple[str, ...]
     input_files: dict[str, list[Path]]
+    #: mask role -> the inputs given for it, resolved (folders, several lesion inputs)
+    mask_sources: dict[str, list[MaskSource]] = field(default_factory=dict)
 
 
 def pseudonym(value: str | None, salt: str) -> str | None:
@@ -83,16 +93,6 @@ def _matches_series(info: SeriesInfo, selector: str) -> bool:
     return fnmatch.fnmatch(info.description.lower(), pat.lower())
 
 
-def _read_mask(path: Path, what: str, role: str, ref: Volume | None, header: StudyHeader | None) -> Volume:
-    if is_dicom_seg(path):
-        return read_seg(path, role=role, source_sop_uids=header.sop_uids if header and header.sop_uids else None, reference=ref)
-    if not is_volume_file(path):
-        if not path.exists():
-            raise InputError(f"{path}: {what} file not found")
-        raise InputError(f"{path}: {what} is neither NIfTI/NRRD/MHA nor a DICOM SEG")
-    return read_volume_file(path, what)
-
-
 def _tol(config: Mapping[str, Any]) -> dict[str, float]:
     g = config["geometry"]
     return dict(position_tol_voxel=g["position_tol_voxel"], direction_tol=g["direction_tol"])
@@ -119,6 +119,10 @@ def _load_image(image, *, series, config, match_mask, read_pixels, mask_what="ma
     mask_v = None
     if match_mask is not None and is_volume_file(Path(match_mask)):
         mask_v = read_volume_file(Path(match_mask), mask_what)
+    elif match_mask is not None and mask_what == "liver mask" and Path(match_mask).is_dir():
+        src = resolve_mask(match_mask, "liver", mask_what)  # a TotalSegmentator folder: its liver.nii.gz
+        if src.kind in ("totalsegmentator", "folder-file"):
+            mask_v = read_volume_file(src.files[0], mask_what)
     if image_p.is_file() and is_volume_file(image_p):
         return read_volume_file(image_p, "image"), StudyHeader(source_kind="volume-file"), [], [image_p], mask_v
     img, header, w, used = _load_dicom_image(image_p, series, mask_v, config, read_pixels, _tol(config))
@@ -126,19 +130,45 @@ def _load_image(image, *, series, config, match_mask, read_pixels, mask_what="ma
 
 
 def load_mask_on(
-    path: str | Path, image: Volume, header: StudyHeader, *, config: Mapping[str, Any], role: str, what: str
+    path: str | Path | Sequence[str | Path], image: Volume, header: StudyHeader, *, config: Mapping[str, Any],
+    role: str, what: str
 ) -> Volume:
-    """Read a mask (NIfTI/NRRD/DICOM SEG) and reorient it onto ``image``'s grid, losslessly."""
-    p = Path(path)
-    vol = _read_mask(p, what, role, image, header)
-    arr = match_to_grid(vol, image, what=what, **_tol(config))
-    return image.with_array(arr, source=str(p))
+    """Read a mask (file, folder, or several lesion inputs: see :mod:`._mask_inputs`) and
+    reorient it onto ``image``'s grid, losslessly."""
+    return load_mask_sources_on(path, image, header, config=config, role=role, what=what)[0]
+
+
+def load_mask_sources_on(
+    path: str | Path | Sequence[str | Path], image: Volume, header: StudyHeader, *, config: Mapping[str, Any],
+    role: str, what: str, pre_read: Volume | None = None,
+) -> tuple[Volume, list[MaskSource]]:
+    """:func:`load_mask_on`, also returning the resolved inputs. Several inputs (lesions
+    only) give an instance map: input k is lesion id k, in the given order."""
+    sources = mask_sources(path, role, what)
+    if len(sources) > 1 and role != "lesion":
+        raise InputError(f"{sources[1].path}: only --lesions takes several inputs; {what} got {len(sources)}")
+    arrays = []
+    for k, src in enumerate(sources):
+        vol = pre_read if (pre_read is not None and k == 0) else read_mask_source(
+            src, role=role, what=what, ref=image, header=header, config=config)
+        if role == "liver":
+            check_not_organ_map(vol, src.path, config)
+        try:
+            arrays.append(match_to_grid(vol, image, what=what, **_tol(config)))
+        except GeometryError as exc:
+            msg = str(exc)
+            raise GeometryError(msg if msg.startswith(str(src.path)) else f"{src.path}: {msg}") from None
+    if len(sources) == 1:
+        arr = arrays[0]
+    else:
+        arr = combine_lesion_inputs(arrays, sources, config["labels"]["lesion"])
+    return image.with_array(arr, source=str(sources[0].path)), sources
 
 
 def load_study(
     image: str | Path,
     liver: str | Path,
-    lesions: str | Path,
+    lesions: str | Path | Sequence[str | Path],
     segments: str | Path | None = None,
     *,
     series: str | None = None,
@@ -156,25 +186,25 @@ def load_study(
     img, header, warnings, used, liver_v = _load_image(
         image, series=series, config=config, match_mask=liver, read_pixels=read_pixels, mask_what="liver mask"
     )
-    files: dict[str, list[Path]] = {"image": used, "liver": [Path(liver)], "lesions": [Path(lesions)]}
+    files: dict[str, list[Path]] = {"image": used}
+    sources: dict[str, list[MaskSource]] = {}
 
-    def on(p, role, what):
-        return load_mask_on(p, img, header, config=config, role=role, what=what)
+    def on(p, role, what, key, pre_read=None):
+        vol, srcs = load_mask_sources_on(p, img, header, config=config, role=role, what=what, pre_read=pre_read)
+        sources[key] = srcs
+        files[key] = [f for s in srcs for f in s.files]
+        return vol
 
-    if liver_v is not None:  # already read to choose the series: reorient it, do not read it again
-        liver_g = img.with_array(match_to_grid(liver_v, img, what="liver mask", **_tol(config)), source=str(liver))
-    else:
-        liver_g = on(liver, "liver", "liver mask")
-    lesion_g = on(lesions, "lesion", "lesion mask")
+    # a liver already read to choose the series is reoriented, not read again
+    liver_g = on(liver, "liver", "liver mask", "liver", pre_read=liver_v)
+    lesion_g = on(lesions, "lesion", "lesion mask", "lesions")
     seg_g = None
     if segments is not None:
-        files["segments"] = [Path(segments)]
-        seg_g = on(segments, "segment", "segment map")
+        seg_g = on(segments, "segment", "segment map", "segments")
     rem_g = None
     if remnant is not None:
-        files["remnant"] = [Path(remnant)]
-        rem_g = on(remnant, "remnant", "remnant mask")
-    return Study(img, liver_g, lesion_g, seg_g, header, rem_g, tuple(warnings), files)
+        rem_g = on(remnant, "remnant", "remnant mask", "remnant")
+    return Study(img, liver_g, lesion_g, seg_g, header, rem_g, tuple(warnings), files, sources)
 
 
 def _load_dicom_image(path: Path, selector, liver_v, config, read_pixels, tol):

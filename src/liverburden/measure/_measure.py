@@ -382,14 +382,15 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
         if other and labels["other_liver_values"] == "error":
             raise MaskError(
                 f"liver mask: values {other[:10]} are not configured liver labels {labels['liver']} "
-                "(set labels.other_liver_values = \"ignore\" for multi-label organ maps)"
+                "(--ignore-other-labels, or labels.other_liver_values = \"ignore\", for multi-label organ maps)"
             )
     seen_e = np.flatnonzero(lesion_seen)
     if labels["lesion"] != "nonzero":
         other = sorted(set(seen_e.tolist()) - set(labels["lesion"]))
         if other and labels["other_lesion_values"] == "error":
             raise MaskError(
-                f"lesion mask: values {other[:10]} are not configured lesion labels {labels['lesion']}"
+                f"lesion mask: values {other[:10]} are not configured lesion labels {labels['lesion']} "
+                "(--ignore-other-labels for multi-label maps)"
             )
     if liver_count == 0:
         raise MaskError(

@@ -254,16 +254,18 @@ def _load_mask(
     """A mask named in inputs.json, on the bundle's grid, or None with a note."""
     if not paths:
         return None
-    p = Path(paths[0])
-    if not p.exists():
+    from ..io._mask_inputs import mask_files
+
+    ps = [Path(p) for p in paths]  # a file, a folder, or several lesion inputs (ids in this order)
+    if not all(p.exists() for p in ps):
         ctx.notes.append(f"The {what} listed in inputs.json was not found: it is not drawn.")
         return None
     try:
-        if expected_sha256 and hash_files([p]) != expected_sha256:
+        if expected_sha256 and hash_files(mask_files(ps, role, what)) != expected_sha256:
             ctx.notes.append(f"The {what} listed in inputs.json has changed since the measurement (content hash "
                              "differs): it is not drawn.")
             return None
-        vol = load_mask_on(p, ref, StudyHeader(), config=cfg, role=role, what=what)
+        vol = load_mask_on(ps if len(ps) > 1 else ps[0], ref, StudyHeader(), config=cfg, role=role, what=what)
         return np.asarray(vol.array)
     except LiverburdenError as exc:
         ctx.notes.append(f"The {what} could not be read ({type(exc).__name__}: "
