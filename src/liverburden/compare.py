@@ -360,7 +360,9 @@ def write_compare(out: str | Path, doc: Mapping[str, Any]) -> dict[str, Path]:
 
         raise ExportError(f"response.json does not match its schema: {exc.message}") from None
     o = Path(out)
-    o.mkdir(parents=True, exist_ok=True)
+    from .report._bundle import begin_outputs
+
+    begin_outputs(o, "response.json")  # written last
     paths = {"response": o / "response.json", "lesions": o / "lesions_over_time.csv"}
     _atomic_write(paths["lesions"], lesions_over_time_csv(doc).encode())
     write_json_atomic(paths["response"], doc)

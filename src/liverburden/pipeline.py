@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ._exceptions import ExportError
 from ._version import __version__
 from .config import load_config
 from .io import hash_files, load_study, pseudonym
@@ -318,15 +319,24 @@ def margin_study(
     }
     validate_margin(doc)
     outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
+    from .report._bundle import begin_outputs
+
+    begin_outputs(outp, "margin.json")  # margin.json is written last: its presence means complete
     paths: dict[str, Path] = {}
     if reg.transform is not None:
         paths["transform"] = outp / "transform_pre_to_post.tfm"
-        sitk.WriteTransform(reg.transform, str(paths["transform"]))
+        try:
+            sitk.WriteTransform(reg.transform, str(paths["transform"]))
+        except RuntimeError:
+            raise ExportError(f"{paths['transform']}: cannot write") from None
     paths["zone_in_pre"] = outp / "zone_in_pre.nii.gz"
     from .io import volume_to_sitk
 
-    sitk.WriteImage(volume_to_sitk(pre_img, zone_pre.astype(np.uint8)), str(paths["zone_in_pre"]), useCompression=True)
+    try:
+        sitk.WriteImage(volume_to_sitk(pre_img, zone_pre.astype(np.uint8)), str(paths["zone_in_pre"]),
+                        useCompression=True)
+    except RuntimeError:
+        raise ExportError(f"{paths['zone_in_pre']}: cannot write") from None
     buf = _io.StringIO()
     wr = csv.writer(buf, lineterminator="\n")
     wr.writerow(MARGIN_CSV_COLUMNS)

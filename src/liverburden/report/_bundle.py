@@ -33,21 +33,48 @@ LESION_CSV_COLUMNS = [
 ]
 
 
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Temporary file beside ``path``, fsync, rename. A full disk or an unwritable
+    folder is an :class:`ExportError` naming the file (exit 2), never a traceback."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(exc, OSError):
+            raise ExportError(f"{path}: cannot write ({_why(exc)})") from None
         raise
+
+
+#: Files of an earlier run that describe its numbers: removed before a new run writes
+#: anything, so a run that fails half way leaves no old numbers beside new files.
+STALE_ON_RERUN = ("report.html",)
+
+
+def begin_outputs(out: Path, complete: str) -> None:
+    """Make ``out`` and remove the earlier run's completion marker ``complete`` (the JSON
+    written last) and its report. Until the new marker is written the folder is visibly
+    incomplete: ``report`` and ``compare`` refuse it instead of mixing two runs."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (complete, *STALE_ON_RERUN):
+            (out / name).unlink(missing_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{out}: cannot write the output folder ({_why(exc)})") from None
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -99,24 +126,24 @@ def write_bundle(
     """Write the bundle; ``doc`` is validated against the schema first."""
     out = Path(out_dir)
     validate_measurements(doc)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    begin_outputs(out, "measurements.json")
     paths = {
         "measurements": out / "measurements.json",
         "lesions_csv": out / "lesions.csv",
         "lesion_labels": out / "lesion_labels.nii.gz",
     }
     img = volume_to_sitk(grid, labels)
-    fd, tmp = tempfile.mkstemp(prefix=".lesion_labels.", suffix=".nii.gz", dir=out)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".lesion_labels.", suffix=".nii.gz", dir=out)
+        os.close(fd)
         sitk.WriteImage(img, tmp, useCompression=True)
         os.replace(tmp, paths["lesion_labels"])
-    except RuntimeError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise ExportError(f"{paths['lesion_labels']}: cannot write ({str(exc).strip()[:160]})") from None
+    except (RuntimeError, OSError) as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        why = _why(exc) if isinstance(exc, OSError) else str(exc).strip().splitlines()[-1][:160]
+        raise ExportError(f"{paths['lesion_labels']}: cannot write ({why})") from None
     _atomic_write(paths["lesions_csv"], lesions_csv(doc).encode())
     if inputs is not None:
         paths["inputs"] = out / "inputs.json"
