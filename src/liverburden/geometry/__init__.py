@@ -6,6 +6,7 @@ from ._volume import (
     SPACING_REL_TOL,
     Volume,
     describe_geometry,
+    embed_in_grid,
     ld_axis,
     match_to_grid,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "SPACING_REL_TOL",
     "Volume",
     "describe_geometry",
+    "embed_in_grid",
     "ld_axis",
     "match_to_grid",
 ]

@@ -8,6 +8,7 @@ axes; ``direction`` is 3x3 with column k the LPS unit vector of array axis k;
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -266,3 +267,60 @@ def match_to_grid(
         )
     slices = tuple(slice(None, None, -1) if s < 0 else slice(None) for s in sign)
     return arr[slices]
+
+
+def embed_in_grid(
+    part: Volume,
+    ref: Volume,
+    *,
+    position_tol_voxel: float = POSITION_TOL_VOXEL,
+    direction_tol: float = DIRECTION_TOL,
+    spacing_rel_tol: float = SPACING_REL_TOL,
+) -> np.ndarray | None:
+    """``part`` placed in a zero array of ``ref``'s shape, or None when it does not fit.
+
+    For masks that store only part of the image grid: a DICOM SEG omits its empty
+    frames (DICOM PS3.3 C.8.20), so a liver SEG of 20 frames on a 24-slice CT
+    declares its own, shorter grid. When every voxel centre of ``part`` is a voxel
+    centre of ``ref`` (same tolerances as :func:`match_to_grid`: axes parallel within
+    ``direction_tol``, equal spacing, centres within ``position_tol_voxel``, any
+    axis order and sign) and ``part`` lies inside ``ref``, the placement is exact: no
+    resampling, voxels outside ``part`` are 0 (what the omitted frames hold).
+    """
+    pd_, rd = part.direction, ref.direction
+    rsp = np.asarray(ref.spacing_mm, dtype=np.float64)
+    psp = np.asarray(part.spacing_mm, dtype=np.float64)
+    perm, sign = [], []
+    for k in range(3):  # for each ref axis the part axis parallel to it
+        cos = pd_.T @ rd[:, k]
+        j = int(np.argmax(np.abs(cos)))
+        if math.acos(min(1.0, abs(float(cos[j])))) > direction_tol or j in perm:
+            return None
+        if abs(psp[j] - rsp[k]) > spacing_rel_tol * rsp[k]:
+            return None
+        perm.append(j)
+        sign.append(1 if cos[j] > 0 else -1)
+    arr = np.transpose(np.asarray(part.array), perm)
+    for k in range(3):
+        if sign[k] < 0:
+            arr = np.flip(arr, axis=k)
+    # index in ref of the part's first voxel after the reorientation (its corner of least index)
+    size = np.asarray(part.array.shape)[perm]
+    corner = np.asarray(part.origin_mm, dtype=np.float64).copy()
+    for k in range(3):
+        if sign[k] < 0:
+            corner = corner + pd_[:, perm[k]] * psp[perm[k]] * (size[k] - 1)
+    start_f = (rd.T @ (corner - np.asarray(ref.origin_mm, dtype=np.float64))) / rsp
+    start = np.rint(start_f).astype(np.int64)
+    if np.any(np.abs(start_f - start) > position_tol_voxel):
+        return None
+    # the far corner too (spacing or direction drift over the extent)
+    far = corner + sum(pd_[:, perm[k]] * sign[k] * psp[perm[k]] * (size[k] - 1) for k in range(3))
+    far_f = (rd.T @ (far - np.asarray(ref.origin_mm, dtype=np.float64))) / rsp
+    if np.any(np.abs(far_f - (start + size - 1)) > position_tol_voxel):
+        return None
+    if np.any(start < 0) or np.any(start + size > np.asarray(ref.shape)):
+        return None
+    out = np.zeros(ref.shape, dtype=arr.dtype)
+    out[start[0]:start[0] + size[0], start[1]:start[1] + size[1], start[2]:start[2] + size[2]] = arr
+    return out

@@ -238,7 +238,16 @@ def read_seg(
     aff = np.asarray(hv.affine, dtype=np.float64)
     spacing = np.linalg.norm(aff[:3, :3], axis=0)
     direction = aff[:3, :3] / spacing[None, :]
-    return Volume(np.asarray(hv.array), tuple(spacing), tuple(aff[:3, 3]), direction, source=str(p))
+    vol = Volume(np.asarray(hv.array), tuple(spacing), tuple(aff[:3, 3]), direction, source=str(p))
+    if reference is not None and vol.shape != reference.shape:
+        # a SEG omits its empty frames: its own grid is then a slab of the image grid.
+        # Placed by the frames' own positions, exactly (no resampling), zeros elsewhere.
+        from ..geometry import embed_in_grid
+
+        placed = embed_in_grid(vol, reference)
+        if placed is not None:
+            return reference.with_array(placed, source=str(p))
+    return vol
 
 
 def is_dicom_seg(path: Path) -> bool:
