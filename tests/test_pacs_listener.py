@@ -365,6 +365,46 @@ def test_compressed_instances_are_stored_as_sent(tmp_path):
         lis.stop()
 
 
+def test_truncated_instance_is_refused_not_acknowledged(tmp_path):
+    """A CT cut in half (native) and an MR whose JPEG-LS pixel data ends inside a
+    fragment get a failure status, so the sender keeps and resends them; nothing of
+    them reaches the spool. The whole instance, sent next, is stored (issue 12 item 8)."""
+    import copy
+
+    from pynetdicom import AE
+
+    from liverburden.pacs._integrity import incomplete
+
+    root = Path(__file__).resolve().parents[1]
+    native = sorted(p for p in (root / "sample_data" / "study" / "ct").rglob("*") if p.is_file())[5]
+    jpegls = sorted((Path(__file__).parent / "data" / "dicom2nifti" / "compressed_jpegls" / "001").iterdir())[0]
+    raw = native.read_bytes()
+    assert incomplete(raw) is None and "truncated" in incomplete(raw[: len(raw) // 2])
+    lis = ListenerProc(tmp_path).start()
+    try:
+        for path in (native, jpegls):
+            whole = pydicom.dcmread(path)
+            cut = copy.deepcopy(whole)
+            half = len(whole.PixelData) // 2
+            cut.PixelData = whole.PixelData[: half + half % 2]
+            ae = AE(ae_title="MODALITY")
+            ae.add_requested_context(whole.SOPClassUID, [whole.file_meta.TransferSyntaxUID])
+            assoc = ae.associate("127.0.0.1", lis.port, ae_title="LIVERBURDEN")
+            assert assoc.is_established
+            status = int(assoc.send_c_store(cut).Status)
+            assert status == 0xC000, (path.name, hex(status))
+            key = key_of(str(whole.StudyInstanceUID), SALT)
+            inst = lis.spool / "studies" / key / (key_of(str(whole.SOPInstanceUID), SALT) + ".dcm")
+            assert not inst.exists()
+            assert int(assoc.send_c_store(whole).Status) == 0  # the resend of the whole file
+            assoc.release()
+            assert inst.exists()
+    finally:
+        lis.stop()
+    log = lis.log_path.read_text()
+    assert log.count("refused an incomplete instance") == 2
+
+
 def test_one_listener_per_spool(tmp_path):
     lis = ListenerProc(tmp_path).start()
     try:

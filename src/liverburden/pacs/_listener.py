@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ._config import peers
+from ._integrity import incomplete
 from ._send import no_delay, server_ssl_context
 from ._spool import Spool
 
@@ -139,8 +140,13 @@ class Listener:
         except Exception:
             log.warning("refused an instance without SOPInstanceUID/StudyInstanceUID")
             return 0xC000  # cannot understand
+        data = event.encoded_dataset(include_meta=True)
+        problem = incomplete(data)
+        if problem is not None:
+            # never Success for what we could not read whole: the sender keeps it and resends
+            log.warning("refused an incomplete instance (%s): answering 0xC000 'cannot understand'", problem)
+            return 0xC000
         try:
-            data = event.encoded_dataset(include_meta=True)
             self.spool.store(study, sop, data)
         except OSError as exc:
             log.error("cannot store an instance in the spool (%s): answering 'out of resources'", exc.strerror)
