@@ -378,3 +378,49 @@ def test_private_codes_are_listed_in_the_docstring():
         assert c.scheme_designator == "99LIVERBURDEN"
         assert c.value in doc and c.meaning.split(":")[0] in doc, c.value
     assert len({c.value for c in found}) == len(found)
+
+
+def test_worker_backs_off_when_the_spool_disk_is_full(tmp_path, caplog):
+    """sqlite "database or disk is full" on every step: the worker loop waits
+    poll, 2 poll, 4 poll ... up to worker.error_backoff_max_seconds and logs each
+    wait once; before, it logged the error every poll (10 times a second) (issue 12
+    item 10). Time is not waited for: the stop event's wait is recorded."""
+    import logging
+    import sqlite3
+    import threading
+
+    from liverburden.pacs._worker import Worker
+
+    cfg_path = _toml(tmp_path, """
+[listener]
+spool_dir = "spool"
+[worker]
+poll_seconds = 0.1
+error_backoff_max_seconds = 1.0
+""")
+    pcfg = load_pacs_config(cfg_path)
+    spool = Spool(pcfg["listener"]["spool_dir"], "salt")
+    w = Worker(pcfg, spool, index=1)  # index 1: only the study loop, no scan/send threads
+    calls = {"n": 0}
+
+    def full():
+        calls["n"] += 1
+        raise sqlite3.OperationalError("database or disk is full")
+
+    w.run_one = full
+    waits = []
+
+    class Stop(threading.Event):
+        def wait(self, timeout=None):
+            waits.append(timeout)
+            if len(waits) >= 8:
+                self.set()
+            return self.is_set()
+
+    w.stop = Stop()
+    with caplog.at_level(logging.INFO, logger="liverburden.pacs._worker"):
+        w.serve()
+    assert waits == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0])
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == calls["n"] == 8  # one line per wait, not per poll
+    assert "OperationalError" in errors[0].getMessage() and "next try in 0.1 s" in errors[0].getMessage()

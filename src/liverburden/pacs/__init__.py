@@ -86,7 +86,8 @@ def _run(args: argparse.Namespace) -> int:
         from ._listener import run_listener
 
         cfg = load_pacs_config(args.config)
-        return run_listener(cfg, Path(args.config).resolve(), role=args.role, verbose=args.verbose)
+        return run_listener(cfg, Path(args.config).resolve(), role=args.role, verbose=args.verbose,
+                            debug=getattr(args, "debug", False))
     if args.command == "orthanc":
         from ._orthanc import run_orthanc
 

@@ -72,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
         "max_attempts": 3,
         "retain_days": 7.0,
         "threads": 1,
+        "error_backoff_max_seconds": 60.0,
     },
     "selection": {
         "modalities": ["CT", "MR"],
@@ -159,6 +160,7 @@ _SCHEMA = _obj({
         "max_attempts": {"type": "integer", "minimum": 1},
         "retain_days": _NONNEG,
         "threads": {"type": "integer", "minimum": 1},
+        "error_backoff_max_seconds": _POS,
     }),
     "selection": _obj({
         "modalities": {"type": "array", "items": _STR, "minItems": 1},

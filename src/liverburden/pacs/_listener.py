@@ -188,7 +188,7 @@ class Listener:
             self.server = None
 
 
-def _spawn_worker(config_path: Path, index: int, spool: Spool, verbose: bool) -> subprocess.Popen:
+def _spawn_worker(config_path: Path, index: int, spool: Spool, verbose: bool, debug: bool = False) -> subprocess.Popen:
     from ..kernels._cache import configure as _numba_cache
 
     _numba_cache()  # the worker uses the same kernel cache as every other command (README "Cold start")
@@ -198,11 +198,13 @@ def _spawn_worker(config_path: Path, index: int, spool: Spool, verbose: bool) ->
     cmd = [sys.executable, "-m", "liverburden.pacs._worker", "--config", str(config_path), "--index", str(index)]
     if verbose:
         cmd.append("--verbose")
+    if debug:  # the traceback an "internal error ... see --debug" message points to
+        cmd.append("--debug")
     return subprocess.Popen(cmd, env=env)
 
 
 def run_listener(pcfg: Mapping[str, Any], config_path: Path, *, role: str = "all", verbose: bool = False,
-                 stop: threading.Event | None = None) -> int:
+                 stop: threading.Event | None = None, debug: bool = False) -> int:
     """Serve until SIGTERM/SIGINT (or ``stop``): the SCP and its worker processes.
 
     ``role`` "scp" runs only the SCP, "worker" only the workers (for deployments
@@ -244,7 +246,7 @@ def run_listener(pcfg: Mapping[str, Any], config_path: Path, *, role: str = "all
         if requeued:
             log.info("%d interrupted run(s) queued again", requeued)
         for i in range(int(pcfg["worker"]["processes"])):
-            workers[i] = _spawn_worker(config_path, i, spool, verbose)
+            workers[i] = _spawn_worker(config_path, i, spool, verbose, debug)
     try:
         while not stop.wait(0.5):
             for i, proc in list(workers.items()):
@@ -254,7 +256,7 @@ def run_listener(pcfg: Mapping[str, Any], config_path: Path, *, role: str = "all
                     continue
                 log.warning("worker %d ended (exit %s); restarting it", i, proc.returncode)
                 spool.reset_running(owner=proc.pid)
-                workers[i] = _spawn_worker(config_path, i, spool, verbose)
+                workers[i] = _spawn_worker(config_path, i, spool, verbose, debug)
                 next_start[i] = time.monotonic() + 5.0
     finally:
         if listener is not None:

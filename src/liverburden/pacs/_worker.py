@@ -38,6 +38,30 @@ log = logging.getLogger(__name__)
 DICOM_DEST = "dicom"
 
 
+class Backoff:
+    """Exponential back-off for a loop whose step keeps failing (a full spool disk:
+    sqlite "database or disk is full"). The first failure waits ``base`` seconds,
+    each next one twice as long up to ``cap``; each wait is logged once, with the
+    error type only. A success resets it and says so once."""
+
+    def __init__(self, name: str, base: float, cap: float):
+        self.name, self.base, self.cap = name, float(base), float(cap)
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> float:
+        self.failures += 1
+        delay = min(self.cap, self.base * 2 ** (self.failures - 1))
+        why = getattr(exc, "strerror", None) or type(exc).__name__
+        log.error("%s: %s (failure %d in a row); next try in %.1f s", self.name, why, self.failures, delay)
+        log.debug("traceback", exc_info=exc)
+        return delay
+
+    def ok(self) -> None:
+        if self.failures:
+            log.warning("%s: working again after %d failure(s)", self.name, self.failures)
+        self.failures = 0
+
+
 class Worker:
     def __init__(self, pcfg: Mapping[str, Any], spool: Spool, index: int = 0):
         self.cfg = pcfg
@@ -146,15 +170,20 @@ class Worker:
         return len(stored)
 
     # -------------------------------------------------------------- loops
+    def _backoff(self, name: str, base: float) -> Backoff:
+        return Backoff(name, base, float(self.cfg["worker"]["error_backoff_max_seconds"]))
+
     def _every(self, seconds: float, fn, name: str) -> threading.Thread:
         def loop() -> None:
+            bo = self._backoff(name, seconds)
             while not self.stop.is_set():
                 try:
                     fn()
-                except Exception as exc:  # keep the loop alive; name the type only
-                    log.error("%s: %s", name, type(exc).__name__)
-                    log.debug("traceback", exc_info=True)
-                self.stop.wait(seconds)
+                    bo.ok()
+                    wait = seconds
+                except Exception as exc:  # keep the loop alive, back off; name the type only
+                    wait = bo.failed(exc)
+                self.stop.wait(wait)
 
         t = threading.Thread(target=loop, name=name, daemon=True)
         t.start()
@@ -168,18 +197,20 @@ class Worker:
             self._every(poll, self.send_due, "send")
             self._every(600.0, lambda: self.spool.remove_finished(float(self.cfg["worker"]["retain_days"])),
                         "clean-up")
+        bo = self._backoff("worker loop", poll)
         while not self.stop.is_set():
             if parent_pid is not None and os.getppid() != parent_pid:
                 log.warning("the listener is gone; worker %d exits", self.index)
                 break
             try:
                 busy = self.run_one()
+                bo.ok()
+                wait = poll
             except Exception as exc:
-                log.error("worker loop: %s", type(exc).__name__)
-                log.debug("traceback", exc_info=True)
                 busy = False
+                wait = bo.failed(exc)
             if not busy:
-                self.stop.wait(poll)
+                self.stop.wait(wait)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,8 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--config", required=True)
     ap.add_argument("--index", type=int, default=0)
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--debug", action="store_true", help="log tracebacks of internal errors")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level,
                         format=f"liverburden worker {args.index} %(levelname)s: %(message)s")
     from ._privacy import quiet_third_party
 
