@@ -229,3 +229,35 @@ def test_single_lesion_study(tmp_path):
     _, vols, _ = _groups(out.outputs.paths["sr"])
     assert [g.tracking_identifier for g in vols] == ["1"]
     assert list(vols[0].referenced_segment.referenced_segment_numbers) == [1]
+
+
+def test_malformed_optional_source_attributes_do_not_cost_the_results(tmp_path, caplog):
+    """PatientBirthDate "03/02/01" and StudyTime "12:00" (not DA/TM) in every CT
+    instance: the SEG writer failed the whole study before (issue 12 item 9). Now the
+    values are left empty, the study is done, and the warning names the attributes,
+    never their values."""
+    import logging
+    import warnings
+
+    st = ph.make_study(tmp_path / "s", n=12, rows=24, cols=24, lesion_boxes=[((6, 12, 12), (3, 4, 4))])
+    for p in st.ct.paths:
+        ds = pydicom.dcmread(p)
+        with warnings.catch_warnings():  # pydicom warns (quoting the value) when the test sets it
+            warnings.simplefilter("ignore")
+            ds.PatientBirthDate = "03/02/01"
+            ds.StudyTime = "12:00"
+            ds.save_as(p)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = _run(tmp_path, st.files)
+    assert out.state == "done", out.reason
+    for kind in ("seg", "sr"):
+        ds = pydicom.dcmread(out.outputs.paths[kind])
+        assert ds.PatientBirthDate == "" and ds.StudyTime == ""
+        assert ds.PatientID == pydicom.dcmread(st.ct.paths[0]).PatientID  # identity still carried
+    ours = " ".join(r.getMessage() for r in caplog.records if r.name.startswith("liverburden"))
+    assert "PatientBirthDate" in ours and "StudyTime" in ours
+    # no logger (ours or a library's) and no warning quotes the values
+    every = " ".join(r.getMessage() for r in caplog.records) + " ".join(str(w.message) for w in caught)
+    assert "03/02/01" not in every and "12:00" not in every

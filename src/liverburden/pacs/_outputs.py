@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -37,6 +38,8 @@ from .._version import __version__
 from . import codes as C
 
 __all__ = ["OutputSet", "UidFactory", "build_outputs", "result_digest"]
+
+log = logging.getLogger(__name__)
 
 MANUFACTURER = "liverburden"
 #: Type 2 attributes highdicom copies from the source and needs present (possibly empty).
@@ -83,9 +86,34 @@ class OutputSet:
     sop_uids: dict[str, str]
 
 
-def _patched(ds: pydicom.Dataset) -> pydicom.Dataset:
-    """A copy carrying every Type 2 attribute highdicom copies (empty when absent)."""
+#: Optional source attributes copied into the outputs, validated (the Type 2 ones above too).
+_OPTIONAL = ("PatientAge", "PatientSize", "PatientWeight", "StudyDescription", "SeriesDate", "SeriesTime",
+             "AcquisitionDate", "AcquisitionTime", "ContentDate", "ContentTime", "InstitutionName")
+
+
+def _patched(ds: pydicom.Dataset, dropped: set[str] | None = None) -> pydicom.Dataset:
+    """A copy carrying every Type 2 attribute highdicom copies (empty when absent),
+    with every copied optional attribute whose value breaks its VR (a PatientBirthDate
+    of ``03/02/01``, a StudyTime ``12:00``) emptied (Type 2) or removed: a malformed
+    optional value must not cost the study its results. ``dropped`` collects the
+    keywords (never the values: they are patient data)."""
+    from pydicom import config as pconfig
+    from pydicom.valuerep import validate_value
+
     out = copy.deepcopy(ds)
+    for kw in _TYPE2 + _OPTIONAL:
+        if kw in out and out[kw].value not in (None, ""):
+            el = out[kw]
+            try:
+                for v in (el.value if el.VM > 1 else [el.value]):
+                    validate_value(el.VR, str(v) if el.VR != "PN" else v, pconfig.RAISE)
+            except (ValueError, TypeError):
+                if kw in _TYPE2:
+                    out[kw].value = ""
+                else:
+                    del out[kw]
+                if dropped is not None:
+                    dropped.add(kw)
     for kw in _TYPE2:
         if kw not in out:
             setattr(out, kw, "")
@@ -93,7 +121,12 @@ def _patched(ds: pydicom.Dataset) -> pydicom.Dataset:
 
 
 def _source_datasets(files: Sequence[Path]) -> list[pydicom.Dataset]:
-    return [_patched(pydicom.dcmread(p, stop_before_pixels=True)) for p in files]
+    dropped: set[str] = set()
+    out = [_patched(pydicom.dcmread(p, stop_before_pixels=True), dropped) for p in files]
+    if dropped:
+        log.warning("source attribute(s) %s have values invalid for their VR: left empty or out of the DICOM "
+                    "outputs", ", ".join(sorted(dropped)))
+    return out
 
 
 def _seg(sources, labels: np.ndarray, lesions: Sequence[Mapping[str, Any]], uid: UidFactory, series_number: int):
