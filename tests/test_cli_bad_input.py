@@ -85,6 +85,8 @@ def test_ambiguous_series(tmp_path, capfd):
     c = Case(tmp_path, series_number=3, description="ART")
     dg.write_series(c.image, series_number=4, description="PV", study_uid=c.t.study_uid, frame_uid=c.t.frame_uid, seed=5)
     line = run_bad(capfd, c.argv(), c.image, "cannot choose the image series", "series number 3", "series number 4", "--series")
+    assert "'ART'" not in line and "--show-descriptions" in line  # descriptions are free text (issue 12 item 4)
+    line = run_bad(capfd, c.argv("--show-descriptions"), c.image, "cannot choose the image series")
     assert "'ART'" in line and "'PV'" in line
 
 

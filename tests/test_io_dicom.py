@@ -368,7 +368,11 @@ def test_two_fitting_series_is_an_error_listing_the_candidates(triphasic, tmp_pa
     assert str(root) in msg
     for t in (s["art"], s["ven"]):
         assert f"series number {t.series_number}" in msg
-        assert t.description in msg
+        assert t.description not in msg  # free text: only with --show-descriptions (issue 12 item 4)
+    assert "--show-descriptions" in msg
+    with pytest.raises(SeriesSelectionError) as ei, liverburden.io.show_descriptions():
+        load_study(root, lp, ep, config=liverburden.load_config())
+    assert all(t.description in str(ei.value) for t in (s["art"], s["ven"]))
     assert msg.count("12 slices") >= 2
     assert "size=[12, 32, 30]" in msg and "spacing_mm=" in msg and "origin_mm=" in msg
     assert "--series" in msg

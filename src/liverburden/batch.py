@@ -240,6 +240,9 @@ def run_study(row: StudyRow, out_root: str, config_path: str | None, ihash: str)
     from .kernels._cache import configure as _numba_cache
 
     _numba_cache()  # the one per-machine kernel cache (README "Cold start"), not one per results folder
+    from ._privacy import ensure_installed
+
+    ensure_installed()  # a Dask worker process: library warnings would quote data values on its stderr
     from .pipeline import margin_study, measure_study
     from .report import write_json_atomic
 

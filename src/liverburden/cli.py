@@ -71,7 +71,10 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-input-paths", action="store_true", help="do not write inputs.json (input paths can reveal patient data)")
     m.add_argument("--quiet", action="store_true", help="print nothing on success")
     m.add_argument("-v", "--verbose", action="store_true", help="log progress (never identifiers)")
-    m.add_argument("--debug", action="store_true", help="print a traceback on internal errors")
+    m.add_argument("--debug", action="store_true", help="print a traceback on internal errors and the text of library "
+                   "warnings (both may quote data values: do not share)")
+    m.add_argument("--show-descriptions", action="store_true", help="quote SeriesDescription in series listings "
+                   "(free text that may hold patient data; withheld by default)")
     m.add_argument("--report", action="store_true", help="also write OUT/report.html, the visual QC report")
     g = sub.add_parser("margin", help="ablation margin: register post to pre CT, 3-D margin per tumor, A0/A1/A2")
     g.add_argument("--pre", required=True, help="pre-ablation (planning) CT: DICOM folder/file or NIfTI/NRRD")
@@ -93,6 +96,7 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true")
     g.add_argument("-v", "--verbose", action="store_true")
     g.add_argument("--debug", action="store_true")
+    g.add_argument("--show-descriptions", action="store_true", help="quote SeriesDescription in series listings")
     g.add_argument("--report", action="store_true", help="also write OUT/report.html, the visual QC report")
     c = sub.add_parser("compare", help="follow-up comparison: lesion tracking, RECIST 1.1, remnant burden")
     c.add_argument("bundles", nargs="+", help="baseline bundle, then follow-up bundles, in time order")
@@ -312,6 +316,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         h.setLevel(level)  # libraries that set their own logger levels (Dask) stay quiet too
     if not getattr(args, "verbose", False):
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    from . import _privacy
+    from .io import show_descriptions
+
+    _privacy.install(debug=getattr(args, "debug", False))
+    with show_descriptions(getattr(args, "show_descriptions", False)):
+        return _dispatch(parser, args)
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.command in PACS_COMMANDS:
             return run_pacs_cli(args)

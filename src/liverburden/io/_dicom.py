@@ -8,11 +8,15 @@ projected on the slice normal, never from SliceThickness
 (``clinical-reference.md`` section 6).
 
 Nothing here logs or raises with a patient identifier; series are described by
-number, description, modality, slice count and geometry only.
+number, modality, slice count and geometry only. SeriesDescription is free text
+that often holds patient data (names, dates typed in by the technologist): it is
+printed only inside :func:`show_descriptions` (the CLI's ``--show-descriptions``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import logging
 import os
@@ -36,6 +40,27 @@ ORIENTATION_TOL = 1e-4
 IN_PLANE_OFFSET_TOL = 0.01
 #: Positions closer than this fraction of the median gap are duplicates.
 DUPLICATE_TOL = 0.01
+
+_SHOW_DESCRIPTIONS: contextvars.ContextVar[bool] = contextvars.ContextVar("show_descriptions", default=False)
+#: Said once after a series listing whose descriptions were withheld.
+DESCRIPTIONS_HINT = "(series descriptions withheld: they may hold patient data; --show-descriptions prints them)"
+
+
+@contextlib.contextmanager
+def show_descriptions(enabled: bool = True):
+    """Within this block, series listings in messages quote SeriesDescription."""
+    token = _SHOW_DESCRIPTIONS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _SHOW_DESCRIPTIONS.reset(token)
+
+
+def listing(series) -> str:
+    """``"; "``-joined :meth:`SeriesInfo.describe` of ``series``, with the hint when withheld."""
+    text = "; ".join(s.describe() for s in series)
+    return text if _SHOW_DESCRIPTIONS.get() else f"{text} {DESCRIPTIONS_HINT}"
+
 
 _NON_IMAGE_MODALITIES = {"SEG", "SR", "RTSTRUCT", "RTPLAN", "RTDOSE", "PR", "KO", "REG", "DOC"}
 
@@ -88,8 +113,10 @@ class SeriesInfo:
         frames = (
             f"{int(getattr(ds, 'NumberOfFrames', 1))} frames" if self.multiframe else f"{self.n_files} slices"
         )
-        desc = self.description.replace("\n", " ")[:64]
-        return f"series number {self.number}, '{desc}', {self.modality}, {frames} of {size}" + (
+        desc = ""
+        if _SHOW_DESCRIPTIONS.get():
+            desc = "'" + self.description.replace("\n", " ")[:64] + "', "
+        return f"series number {self.number}, {desc}{self.modality}, {frames} of {size}" + (
             f", {geometry}" if geometry else ""
         )
 

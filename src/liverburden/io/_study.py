@@ -17,7 +17,7 @@ import numpy as np
 
 from .._exceptions import GeometryError, InputError, LiverburdenError, SeriesSelectionError
 from ..geometry import Volume, match_to_grid
-from ._dicom import SeriesInfo, read_multiframe, read_series_pixels, scan_dicom, series_geometry
+from ._dicom import _SHOW_DESCRIPTIONS, DESCRIPTIONS_HINT, SeriesInfo, listing, read_multiframe, read_series_pixels, scan_dicom, series_geometry
 from ._mask_inputs import (
     MaskSource,
     check_not_organ_map,
@@ -213,15 +213,14 @@ def _load_dicom_image(path: Path, selector, liver_v, config, read_pixels, tol):
     if selector is not None:
         chosen = [s for s in all_series if _matches_series(s, selector)]
         if len(chosen) != 1:
-            listing = "; ".join(s.describe() for s in all_series)
+            found = listing(all_series)
             what = "no series matches" if not chosen else f"{len(chosen)} series match"
-            raise SeriesSelectionError(f"{path}: {what} --series '{_safe(selector)}'. Series found: {listing}")
+            raise SeriesSelectionError(f"{path}: {what} --series '{_safe(selector)}'. Series found: {found}")
         candidates = chosen
     else:
         candidates = [s for s in all_series if s.is_candidate_image()]
         if not candidates:
-            listing = "; ".join(s.describe() for s in all_series)
-            raise SeriesSelectionError(f"{path}: no volumetric image series found. Series found: {listing}")
+            raise SeriesSelectionError(f"{path}: no volumetric image series found. Series found: {listing(all_series)}")
 
     described = []
     fits = []
@@ -266,7 +265,7 @@ def _load_dicom_image(path: Path, selector, liver_v, config, read_pixels, tol):
             why = "no series has the geometry of the liver mask" if not fits else "several series fit the masks"
             raise SeriesSelectionError(
                 f"{path}: cannot choose the image series ({why}); give --series UID|NUMBER|DESCRIPTION. "
-                "Candidates: " + "; ".join(described)
+                "Candidates: " + "; ".join(described) + ("" if _SHOW_DESCRIPTIONS.get() else " " + DESCRIPTIONS_HINT)
             )
     if fits:
         s, g, vol = fits[0]
