@@ -11,7 +11,7 @@ import liverburden
 
 # lower index = lower layer; a module may import from its own layer or below
 LAYERS = [
-    {"_exceptions", "_version"},
+    {"_exceptions", "_version", "_privacy"},
     {"kernels"},
     {"config", "geometry"},
     {"io"},
