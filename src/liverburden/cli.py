@@ -346,6 +346,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except LiverburdenError as exc:
         print(f"liverburden: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except MemoryError:
+        print("liverburden: error: out of memory reading the inputs (an image larger than this machine can hold; "
+              "lower limits.max_voxels to refuse such files up front)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("liverburden: interrupted", file=sys.stderr)
         return 130

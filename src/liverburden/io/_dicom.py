@@ -28,6 +28,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from ._limits import check_voxels, is_regular_file
 from .._exceptions import GeometryError, InputError, SeriesSelectionError
 from ..geometry import Volume
 
@@ -147,6 +148,8 @@ def scan_dicom(path: str | Path) -> list[SeriesInfo]:
         files = sorted(
             Path(dp) / f for dp, _, fs in os.walk(root) for f in fs if not f.startswith(".")
         )
+        # a FIFO, socket or device named *.dcm would block the read forever: regular files only
+        files = [f for f in files if is_regular_file(f)]
     series: dict[str, SeriesInfo] = {}
     skipped = 0
     for f in files:
@@ -280,6 +283,7 @@ def series_geometry(
     ps0 = _floats(first.ds, "PixelSpacing", 2, first.path)
     rows0 = int(getattr(first.ds, "Rows", 0))
     cols0 = int(getattr(first.ds, "Columns", 0))
+    check_voxels(first.path, (len(insts), rows0, cols0), "DICOM series")
     if int(getattr(first.ds, "SamplesPerPixel", 1) or 1) != 1:
         raise InputError(f"{first.path}: colour image (SamplesPerPixel > 1); expected a grayscale CT/MR series")
     positions = []
@@ -510,10 +514,22 @@ def _rescale(raw: np.ndarray, slopes, inters) -> np.ndarray:
     return (raw.astype(np.float32) * s.astype(np.float32)[:, None, None] + b.astype(np.float32)[:, None, None])
 
 
+def check_declared_frames(path: Path, what: str) -> None:
+    """Rows x Columns x NumberOfFrames of a DICOM file, from its header, against ``limits.max_voxels``."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns", "NumberOfFrames"])
+        size = (int(getattr(ds, "NumberOfFrames", 1) or 1), int(getattr(ds, "Rows", 0) or 0),
+                int(getattr(ds, "Columns", 0) or 0))
+    except Exception:
+        return  # the full read reports the problem
+    check_voxels(path, size, what)
+
+
 def read_multiframe(path: Path) -> tuple[Volume, pydicom.Dataset]:
     """A multi-frame (enhanced) image as a Volume, through highdicom."""
     import highdicom as hd
 
+    check_declared_frames(path, "multi-frame image")
     try:
         img = hd.imread(str(path))
         hv = img.get_volume()

@@ -34,6 +34,7 @@ import numpy as np
 
 from .._exceptions import InputError, MaskError, SeriesSelectionError
 from ..geometry import Volume
+from ._limits import is_regular_file
 from ._masks import is_dicom_seg, is_volume_file, read_seg, read_volume_file
 
 #: TotalSegmentator file names per mask role (the ``total``, ``liver_vessels`` and
@@ -96,7 +97,9 @@ def expand_mask_args(arg: str | Path | Sequence[str | Path], what: str) -> list[
 
 
 def _folder_files(folder: Path) -> list[Path]:
-    return sorted(Path(dp) / f for dp, _, fs in os.walk(folder) for f in fs if not f.startswith("."))
+    # regular files only: a FIFO or device in a mask folder would block a read forever
+    return sorted(p for p in (Path(dp) / f for dp, _, fs in os.walk(folder) for f in fs if not f.startswith("."))
+                  if is_regular_file(p))
 
 
 def resolve_mask(path: str | Path, role: str, what: str) -> MaskSource:
@@ -104,9 +107,11 @@ def resolve_mask(path: str | Path, role: str, what: str) -> MaskSource:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: {what} file or folder not found")
+    if not p.is_dir() and not is_regular_file(p):
+        raise InputError(f"{p}: {what} is not a regular file (a FIFO, socket or device)")
     if p.is_file():
         return MaskSource(p, "dicom-seg" if is_dicom_seg(p) else "file", (p,))
-    names = {f.name.lower(): f for f in p.iterdir() if f.is_file()}
+    names = {f.name.lower(): f for f in p.iterdir() if is_regular_file(f)}
     if role == "segment":
         segs = sorted((n, names[k]) for k, n in TOTALSEGMENTATOR_SEGMENTS.items() if k in names)
         if segs:
@@ -176,7 +181,7 @@ def read_mask_source(src: MaskSource, *, role: str, what: str, ref: Volume | Non
     f = src.files[0]
     if not is_volume_file(f):
         raise InputError(f"{f}: {what} is neither NIfTI/NRRD/MHA nor a DICOM SEG")
-    return read_volume_file(f, what)
+    return read_volume_file(f, what, expect_shape=None if ref is None else ref.shape)
 
 
 def _combine_segment_files(src: MaskSource, what: str, config: Mapping[str, Any]) -> Volume:

@@ -15,8 +15,9 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .._exceptions import InputError, MaskError
+from .._exceptions import GeometryError, InputError, MaskError
 from ..geometry import Volume
+from ._limits import check_path_text, check_voxels, is_regular_file
 from ._sitk import volume_from_sitk
 
 #: Default role mapping of DICOM SEG segments by SegmentLabel (case-insensitive), conventions.md "PACS".
@@ -35,9 +36,16 @@ def is_volume_file(path: Path) -> bool:
     return any(name.endswith(s) for s in _VOLUME_SUFFIXES)
 
 
-def read_volume_file(path: str | Path, what: str) -> Volume:
-    """Read a NIfTI/NRRD/MHA file into an LPS :class:`Volume`."""
+def read_volume_file(path: str | Path, what: str, expect_shape: Sequence[int] | None = None) -> Volume:
+    """Read a NIfTI/NRRD/MHA file into an LPS :class:`Volume`.
+
+    The size its header declares is checked first, before any voxel is read: against
+    ``limits.max_voxels`` and, when ``expect_shape`` (the image grid, slice/row/col) is
+    given, against that grid up to axis order (masks are only ever reoriented)."""
     p = Path(path)
+    check_path_text(p, what)
+    if p.exists() and not p.is_dir() and not is_regular_file(p):
+        raise InputError(f"{p}: {what} is not a regular file (a FIFO, socket or device)")
     if not p.exists():
         raise InputError(f"{p}: {what} file not found")
     if p.is_dir():
@@ -45,9 +53,22 @@ def read_volume_file(path: str | Path, what: str) -> Volume:
     name = p.name.lower()
     if name.endswith(".nii") or name.endswith(".nii.gz"):
         hdr = _check_nifti_header(p, what)
+        _check_declared(p, _nifti_dims(hdr), what, expect_shape)
         vol = _read_nifti_direct(p, hdr, what)
         if vol is not None:
             return vol
+    else:
+        info = sitk.ImageFileReader()
+        info.SetFileName(str(p))
+        try:
+            info.ReadImageInformation()
+        except RuntimeError:
+            pass  # the full read below reports the problem
+        else:
+            size = list(info.GetSize())
+            if len(size) == 4 and size[3] == 1:
+                size = size[:3]
+            _check_declared(p, size[::-1], what, expect_shape if len(size) == 3 else None)
     try:
         img = sitk.ReadImage(str(p))
     except RuntimeError as exc:
@@ -64,6 +85,35 @@ def read_volume_file(path: str | Path, what: str) -> Volume:
         return volume_from_sitk(img, source=str(p))
     except Exception as exc:
         raise InputError(f"{p}: {what}: {exc}") from None
+
+
+def _check_declared(p: Path, size_zyx: Sequence[int] | None, what: str, expect: Sequence[int] | None) -> None:
+    if size_zyx is None:
+        return
+    check_voxels(p, size_zyx, what)
+    if expect is not None and len(size_zyx) == 3 and sorted(int(d) for d in size_zyx) != sorted(int(d) for d in expect):
+        raise GeometryError(f"{p}: {what} declares size {[int(d) for d in size_zyx]} (slice, row, col), not the "
+                            f"image grid's {[int(d) for d in expect]} in any axis order; refused before reading "
+                            "its voxels (masks are reoriented, never resampled)")
+
+
+def _nifti_dims(raw: bytes) -> list[int] | None:
+    """Declared size (slice, row, col) = (nz, ny, nx) x extra dims of a NIfTI-1/2 header."""
+    for order in ("<", ">"):
+        if len(raw) >= 348 and np.frombuffer(raw[:4], dtype=order + "i4")[0] == 348:
+            dim = np.frombuffer(raw[40:56], dtype=order + "i2").astype(np.int64)
+        elif len(raw) >= 540 and np.frombuffer(raw[:4], dtype=order + "i4")[0] == 540:
+            dim = np.frombuffer(raw[16:80], dtype=order + "i8").astype(np.int64)
+        else:
+            continue
+        nd = int(min(max(dim[0], 1), 7))
+        d = [max(int(v), 1) for v in dim[1 : nd + 1]]
+        extra = 1
+        for v in d[3:]:
+            extra *= v
+        xyz = (d + [1, 1, 1])[:3]
+        return [xyz[2], xyz[1], xyz[0]] + ([extra] if extra > 1 else [])
+    return None
 
 
 def _check_nifti_header(p: Path, what: str) -> bytes:
@@ -212,6 +262,9 @@ def read_seg(
     import highdicom as hd
 
     p = Path(path)
+    from ._dicom import check_declared_frames
+
+    check_declared_frames(p, "DICOM SEG")
     try:
         seg = hd.seg.segread(str(p))
     except Exception as exc:
@@ -251,7 +304,7 @@ def read_seg(
 
 
 def is_dicom_seg(path: Path) -> bool:
-    if is_volume_file(path) or not path.is_file():
+    if is_volume_file(path) or not is_regular_file(path):
         return False
     import pydicom
 

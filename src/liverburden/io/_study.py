@@ -26,6 +26,7 @@ from ._mask_inputs import (
     read_mask_source,
     resolve_mask,
 )
+from ._limits import limit_scope
 from ._masks import is_volume_file, read_volume_file
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,9 @@ def load_image(
 ) -> tuple[Volume, StudyHeader, list[str], list[Path]]:
     """Load an image (DICOM folder or file, NIfTI/NRRD); ``match_mask`` (a volume
     file) helps choose among several DICOM series by geometry."""
-    img, header, w, used, _ = _load_image(image, series=series, config=config, match_mask=match_mask,
-                                          read_pixels=read_pixels)
+    with limit_scope(config):
+        img, header, w, used, _ = _load_image(image, series=series, config=config, match_mask=match_mask,
+                                              read_pixels=read_pixels)
     return img, header, w, used
 
 
@@ -144,6 +146,11 @@ def load_mask_sources_on(
 ) -> tuple[Volume, list[MaskSource]]:
     """:func:`load_mask_on`, also returning the resolved inputs. Several inputs (lesions
     only) give an instance map: input k is lesion id k, in the given order."""
+    with limit_scope(config):
+        return _load_mask_sources_on(path, image, header, config=config, role=role, what=what, pre_read=pre_read)
+
+
+def _load_mask_sources_on(path, image, header, *, config, role, what, pre_read=None):
     sources = mask_sources(path, role, what)
     if len(sources) > 1 and role != "lesion":
         raise InputError(f"{sources[1].path}: only --lesions takes several inputs; {what} got {len(sources)}")
@@ -183,9 +190,10 @@ def load_study(
     InputError, SeriesSelectionError, GeometryError, MaskError
         With the file named and, for geometry, both geometries.
     """
-    img, header, warnings, used, liver_v = _load_image(
-        image, series=series, config=config, match_mask=liver, read_pixels=read_pixels, mask_what="liver mask"
-    )
+    with limit_scope(config):
+        img, header, warnings, used, liver_v = _load_image(
+            image, series=series, config=config, match_mask=liver, read_pixels=read_pixels, mask_what="liver mask"
+        )
     files: dict[str, list[Path]] = {"image": used}
     sources: dict[str, list[MaskSource]] = {}
 
