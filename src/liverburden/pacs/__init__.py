@@ -81,7 +81,7 @@ def add_cli(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ._privacy import quiet_third_party
 
-    quiet_third_party()
+    quiet_third_party(debug=getattr(args, "debug", False))
     if args.command == "listen":
         from ._listener import run_listener
 

@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
         "acse_timeout_seconds": 30.0,
         "dimse_timeout_seconds": 60.0,
         "network_timeout_seconds": 60.0,
+        "request_timeout_s": 10.0,
+        "max_connections_per_address": 16,
         "allowed": [],
         "tls": {
             "enabled": False,
@@ -143,6 +145,8 @@ _SCHEMA = _obj({
         "acse_timeout_seconds": _POS,
         "dimse_timeout_seconds": _POS,
         "network_timeout_seconds": _POS,
+        "request_timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+        "max_connections_per_address": {"type": "integer", "minimum": 1, "maximum": 1000},
         "allowed": {"type": "array", "items": _obj({"ae_title": {**_AET, "minLength": 1}, "host": {**_STR, "minLength": 1}},
                                                    ["ae_title", "host"])},
         "tls": _obj({"enabled": _BOOL, "certificate": _STR, "private_key": _STR, "ca_certificates": _STR,
@@ -204,6 +208,10 @@ class Peer:
     def allows(self, ae_title: str, address: str) -> bool:
         if ae_title.strip() != self.ae_title.strip():
             return False
+        return self.allows_address(address)
+
+    def allows_address(self, address: str) -> bool:
+        """The address alone (what is known when a TCP connection arrives)."""
         try:
             ip = ipaddress.ip_address(address.split("%")[0])
         except ValueError:

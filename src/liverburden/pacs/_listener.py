@@ -12,6 +12,15 @@ AND network address, ``[[listener.allowed]]``); any other is rejected during
 association negotiation (A-ASSOCIATE-RJ, "calling AE title not recognised"),
 as is a wrong called AE title. Nothing logged names a patient, a study or an
 instance: studies appear by their salted key.
+
+Before any of that, at the TCP connection (:class:`_Gate`): a connection from an
+address that no allowed peer has is closed before a byte is read, at most
+``listener.max_connections_per_address`` connections per address are open at
+once, and each connection must complete its association request (TLS handshake
+included) within ``listener.request_timeout_s`` or it is closed. Idle or
+trickling connections therefore cannot hold the ``max_associations`` slots that
+real senders need. Rejections at connect are logged at most once per address
+per minute (a flood must not flood the log).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -80,6 +90,153 @@ def _pynetdicom() -> Any:
     return pynetdicom
 
 
+class _Gate:
+    """Admission at the TCP connection and the association-request deadline.
+
+    ``admit`` runs in the server's accept loop (``verify_request``), before any
+    thread or association exists for the connection. A connection counts against
+    its address from then until its association thread ends; ``watch`` closes
+    the socket of an association still not negotiated at its deadline (shutting
+    the socket down wakes the reader blocked in ``recv``; the association then
+    ends as a closed transport).
+    """
+
+    LOG_EVERY_S = 60.0
+
+    def __init__(self, peers: list[Any], request_timeout_s: float, per_address: int):
+        self.peers = peers
+        self.timeout = float(request_timeout_s)
+        self.per_address = int(per_address)
+        self._lock = threading.Lock()
+        self._pending: dict[str, int] = {}  # admitted, association not yet started
+        self._live: dict[str, list[Any]] = {}  # host -> association threads
+        self._accepted_at: dict[tuple, float] = {}
+        self._watched: list[tuple[float, Any, str]] = []
+        self._last_log: dict[tuple[str, str], float] = {}
+        self.refused = 0
+        self.cut = 0
+
+    @staticmethod
+    def host_of(client_address: Any) -> str:
+        return str(client_address[0]).split("%")[0]
+
+    def _note(self, host: str, why: str) -> None:
+        now = time.monotonic()
+        if now - self._last_log.get((host, why), -1e9) >= self.LOG_EVERY_S:
+            self._last_log[(host, why)] = now
+            log.warning("closed a connection from %s at connect: %s (further ones logged at most once a minute)",
+                        host, why)
+
+    def _open(self, host: str) -> int:
+        live = [a for a in self._live.get(host, []) if a.is_alive() or a.ident is None]
+        self._live[host] = live
+        return self._pending.get(host, 0) + len(live)
+
+    def admit(self, client_address: Any) -> bool:
+        host = self.host_of(client_address)
+        with self._lock:
+            if not any(p.allows_address(host) for p in self.peers):
+                self.refused += 1
+                self._note(host, "address not in listener.allowed")
+                return False
+            if self._open(host) >= self.per_address:
+                self.refused += 1
+                self._note(host, f"{self.per_address} connection(s) from it already open "
+                                 "(listener.max_connections_per_address)")
+                return False
+            self._pending[host] = self._pending.get(host, 0) + 1
+            self._accepted_at[tuple(client_address)] = time.monotonic()
+        return True
+
+    def opened(self, assoc: Any, client_address: Any) -> None:
+        """EVT_CONN_OPEN: the association exists (its thread starts right after)."""
+        host = self.host_of(client_address)
+        with self._lock:
+            t0 = self._accepted_at.pop(tuple(client_address), time.monotonic())
+            self._live.setdefault(host, []).append(assoc)
+            self._watched.append((t0 + self.timeout, assoc, host))
+
+    def started(self, client_address: Any) -> None:
+        """The connection's handler returned (its association thread runs, or it failed)."""
+        host = self.host_of(client_address)
+        with self._lock:
+            self._accepted_at.pop(tuple(client_address), None)
+            n = self._pending.get(host, 0) - 1
+            if n > 0:
+                self._pending[host] = n
+            else:
+                self._pending.pop(host, None)
+
+    def sweep(self) -> None:
+        """Close every connection whose association request is overdue."""
+        now = time.monotonic()
+        overdue = []
+        with self._lock:
+            keep = []
+            for deadline, assoc, host in self._watched:
+                done = assoc.is_established or assoc.is_rejected or assoc.is_aborted or (
+                    assoc.ident is not None and not assoc.is_alive())
+                if done:
+                    continue
+                if now >= deadline:
+                    overdue.append((assoc, host))
+                else:
+                    keep.append((deadline, assoc, host))
+            self._watched = keep
+        for assoc, host in overdue:
+            self.cut += 1
+            now = time.monotonic()
+            if now - self._last_log.get((host, "deadline"), -1e9) >= self.LOG_EVERY_S:
+                self._last_log[(host, "deadline")] = now
+                log.warning("closed a connection from %s: no complete association request within %g s "
+                            "(listener.request_timeout_s; further ones logged at most once a minute)",
+                            host, self.timeout)
+            sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def _server_class(gate: _Gate) -> type:
+    """pynetdicom's threaded server with the gate in front of it."""
+    import ssl
+
+    from pynetdicom.transport import ThreadedAssociationServer
+
+    class GatedServer(ThreadedAssociationServer):
+        def get_request(self):  # type: ignore[override]
+            # accept only: pynetdicom wraps TLS here, in the accept loop, where a
+            # peer that never completes its handshake would stop every other one
+            return self.socket.accept()
+
+        def verify_request(self, request, client_address):  # type: ignore[override]
+            return gate.admit(client_address)
+
+        def service_actions(self) -> None:  # called by serve_forever every poll
+            super().service_actions()
+            gate.sweep()
+
+        def process_request_thread(self, request, client_address):  # type: ignore[override]
+            try:
+                if self.ssl_context:
+                    request.settimeout(gate.timeout)  # the handshake is part of the request deadline
+                    try:
+                        request = self.ssl_context.wrap_socket(request, server_side=True)
+                    except (OSError, ssl.SSLError) as exc:
+                        log.warning("closed a connection from %s: TLS handshake failed (%s)",
+                                    gate.host_of(client_address), type(exc).__name__)
+                        self.shutdown_request(request)
+                        return
+                    request.settimeout(None)
+                super().process_request_thread(request, client_address)
+            finally:
+                gate.started(client_address)
+
+    return GatedServer
+
+
 def _reject(assoc: Any, diagnostic: int) -> None:
     """A-ASSOCIATE-RJ (permanent, service user), and wait until it is on the wire:
     pynetdicom closes the socket right after the EVT_REQUESTED handlers return,
@@ -110,12 +267,16 @@ class Listener:
             ae.add_supported_context(uid, list(TRANSFER_SYNTAXES))
         ae.add_supported_context(_VERIFICATION)
         self.ae = ae
+        self.gate = _Gate(self.peers, float(lis["request_timeout_s"]), int(lis["max_connections_per_address"]))
         self.server: Any = None
         self._counts: dict[int, int] = {}
         self._lock = threading.Lock()
         self.stored = 0
 
     # -------------------------------------------------------------- handlers
+    def _on_open(self, event: Any) -> None:
+        self.gate.opened(event.assoc, event.address)
+
     def _on_requested(self, event: Any) -> None:
         assoc = event.assoc
         rq = assoc.requestor.primitive
@@ -170,16 +331,23 @@ class Listener:
 
         lis = self.cfg["listener"]
         handlers = [
+            (evt.EVT_CONN_OPEN, self._on_open),
             (evt.EVT_CONN_OPEN, no_delay),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_RELEASED, self._on_end),
             (evt.EVT_ABORTED, self._on_end),
         ]
-        self.server = self.ae.start_server(
-            (lis["host"], int(lis["port"])), block=False, evt_handlers=handlers,
-            ssl_context=server_ssl_context(lis["tls"]),
+        # as AE.start_server(block=False), with the gated server class
+        server = self.ae.make_server(
+            (lis["host"], int(lis["port"])), evt_handlers=handlers,
+            ssl_context=server_ssl_context(lis["tls"]), server_class=_server_class(self.gate),
         )
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.25},
+                                  name="liverburden-scp", daemon=True)
+        thread.start()
+        self.ae._servers.append(server)  # AssociationServer.shutdown removes it from there
+        self.server = server
         return int(self.server.server_address[1])
 
     def stop(self) -> None:

@@ -33,7 +33,7 @@ from ._spool import Spool, StudyRow
 
 __all__ = ["Worker", "main"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("liverburden.pacs._worker")  # not __name__: run as __main__ (python -m)
 
 DICOM_DEST = "dicom"
 
@@ -229,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format=f"liverburden worker {args.index} %(levelname)s: %(message)s")
     from ._privacy import quiet_third_party
 
-    quiet_third_party()
+    quiet_third_party(debug=args.debug)
     pcfg = load_pacs_config(args.config)
     mcfg = load_config(pcfg["measure"]["config"] or None)
     spool = Spool(pcfg["listener"]["spool_dir"], mcfg["privacy"]["salt"])
