@@ -105,3 +105,40 @@ def test_hand_written_argsort_equals_numpy_stable():
     for n in (0, 1, 2, 3, 8, 9, 257, 1000):
         for a in (rng.normal(size=n), rng.integers(0, 4, size=n).astype(np.float64), -np.arange(n, dtype=np.float64)):
             assert np.array_equal(_argsort(a), np.argsort(a, kind="stable")), n
+
+
+_PREWARM = r"""
+import json, os, sys
+from liverburden.kernels import _prewarm
+before = [_prewarm._cached(d, s) for d, s in _prewarm._targets()]
+started = _prewarm.start()
+_prewarm.wait()
+after = [_prewarm._cached(d, s) for d, s in _prewarm._targets()]
+print(json.dumps({"before": before, "started": started, "after": after}))
+"""
+
+
+def _prewarm_run(env) -> dict:
+    r = subprocess.run([sys.executable, "-c", _PREWARM], env=env, capture_output=True, text=True, timeout=600, cwd="/")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the prewarm child starts only with 2 or more cores")
+def test_prewarm_child_fills_the_shared_cache(tmp_path):
+    """The CLI's second process compiles the diameters and component kernels into
+    the same cache, so the first process then loads them instead of compiling."""
+    env = _env(ROOT / "src", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("LIVERBURDEN_NO_PREWARM", None)
+    first = _prewarm_run(env)
+    assert first == {"before": [False, False], "started": True, "after": [True, True]}, first
+    # a later process finds both cached and starts nothing
+    second = _prewarm_run(env)
+    assert second == {"before": [True, True], "started": False, "after": [True, True]}, second
+
+
+def test_prewarm_can_be_switched_off(tmp_path):
+    env = _env(ROOT / "src", NUMBA_CACHE_DIR=str(tmp_path / "cache"), LIVERBURDEN_NO_PREWARM="1")
+    out = _prewarm_run(env)
+    assert out == {"before": [False, False], "started": False, "after": [False, False]}, out
+    assert not list((tmp_path / "cache").rglob("*.nbi"))

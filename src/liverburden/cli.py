@@ -266,7 +266,10 @@ def _summary(doc: dict[str, Any], out: Path, timing: dict[str, float]) -> str:
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
+    from .kernels import _prewarm
     from .pipeline import measure_study
+
+    _prewarm.start()  # on an empty kernel cache: compile two kernels in parallel (README "Cold start")
 
     run = measure_study(
         args.image,

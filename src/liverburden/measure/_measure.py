@@ -399,6 +399,9 @@ def _measure_scanned(liver_u, lesion_u, seg_u, sp_scan, perm, geo: Volume, cfg, 
 
     # components / instances ----------------------------------------------------
     nz, ny, nx = liver_u.shape
+    from ..kernels import _prewarm
+
+    _prewarm.wait()  # the CLI may be compiling the next kernels in a second process
     G = group_runs(runs, (nz, ny), labels["lesion_mode"], int(cfg["lesions"]["connectivity"]), perm, geo.shape)
     mode, group, n_groups, ncomp_per_group, order, starts = G.mode, G.group, G.n, G.components, G.order, G.starts
     tol_deg = float(cfg["diameters"]["sa_perpendicular_tolerance_deg"])
