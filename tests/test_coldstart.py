@@ -127,8 +127,10 @@ def _prewarm_run(env) -> dict:
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the prewarm child starts only with 2 or more cores")
 def test_prewarm_child_fills_the_shared_cache(tmp_path):
     """The CLI's second process compiles the diameters and component kernels into
-    the same cache, so the first process then loads them instead of compiling."""
-    env = _env(ROOT / "src", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    the same cache, so the first process then loads them instead of compiling.
+    Only without the install's ahead-of-time build (here switched off at run time:
+    with it, there is nothing to compile and no child starts, see below)."""
+    env = _env(ROOT / "src", NUMBA_CACHE_DIR=str(tmp_path / "cache"), LIVERBURDEN_AOT="0")
     env.pop("LIVERBURDEN_NO_PREWARM", None)
     first = _prewarm_run(env)
     assert first == {"before": [False, False], "started": True, "after": [True, True]}, first
@@ -137,8 +139,19 @@ def test_prewarm_child_fills_the_shared_cache(tmp_path):
     assert second == {"before": [True, True], "started": False, "after": [True, True]}, second
 
 
+def test_no_prewarm_with_the_ahead_of_time_build(tmp_path):
+    from liverburden.kernels import _tiered
+
+    if not _tiered.status()["aot"]:
+        pytest.skip(f"the ahead-of-time build is not in use: {_tiered.status()['aot_reason']}")
+    out = _prewarm_run(_env(ROOT / "src", NUMBA_CACHE_DIR=str(tmp_path / "cache")))
+    assert out["started"] is False, out
+    assert not list((tmp_path / "cache").rglob("*.nbi"))
+
+
 def test_prewarm_can_be_switched_off(tmp_path):
-    env = _env(ROOT / "src", NUMBA_CACHE_DIR=str(tmp_path / "cache"), LIVERBURDEN_NO_PREWARM="1")
+    env = _env(ROOT / "src", NUMBA_CACHE_DIR=str(tmp_path / "cache"), LIVERBURDEN_NO_PREWARM="1",
+               LIVERBURDEN_AOT="0")
     out = _prewarm_run(env)
     assert out == {"before": [False, False], "started": False, "after": [False, False]}, out
     assert not list((tmp_path / "cache").rglob("*.nbi"))

@@ -28,6 +28,17 @@ from ._diameters import (  # noqa: E402
 )
 from ._faces import _face_counts, shared_face_area_mm2
 from ._scan import RUN_IN_LIVER, RUN_VALUE, RUN_X0, RUN_X1, RUN_Y, RUN_Z, _connect_runs, _scan_runs, scan_runs
+from ._tiered import tiered as _wrap
+
+# Callers get the install's ahead-of-time build where a call fits it exactly, the
+# numba JIT dispatcher otherwise (``_tiered``, README "Cold start"); ``.jit`` is the
+# dispatcher itself.
+_lesion_geometry = _wrap(_lesion_geometry)
+_paint_runs = _wrap(_paint_runs)
+_run_value_counts = _wrap(_run_value_counts)
+_face_counts = _wrap(_face_counts)
+_connect_runs = _wrap(_connect_runs)
+_scan_runs = _wrap(_scan_runs)
 
 __all__ = [
     "E_LD", "E_MAX3D", "E_SA", "F_LD", "F_MAX3D", "F_SA", "F_SUM_X", "F_SUM_Y", "F_SUM_Z",

@@ -53,6 +53,11 @@ def shared_face_area_mm2(labels: np.ndarray, n_values: int, spacing_mm) -> np.nd
     A face normal to axis a has the area of the product of the other two spacings.
     """
     sp = np.asarray(spacing_mm, dtype=np.float64)
-    c = _face_counts(np.ascontiguousarray(labels), int(n_values))
+    c = _face_counts_t(np.ascontiguousarray(labels), int(n_values))
     face = np.array([sp[1] * sp[2], sp[0] * sp[2], sp[0] * sp[1]])
     return np.tensordot(face, c.astype(np.float64), axes=(0, 0))
+
+
+from ._tiered import tiered as _wrap  # noqa: E402
+
+_face_counts_t = _wrap(_face_counts)  # the install's compiled build where it fits (``_tiered``)

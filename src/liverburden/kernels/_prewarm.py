@@ -41,8 +41,16 @@ def _targets() -> list[tuple[Any, tuple]]:
 
 
 def _cached(dispatcher: Any, sig: tuple) -> bool:
+    """Whether the on-disk cache index lists ``sig`` for this kernel's current code.
+
+    Reads the index only (a small pickle): loading the compiled object here would
+    be paid a second time when the kernel is first called."""
+    import hashlib
+
     try:
-        return dispatcher._cache.load_overload(sig, dispatcher.targetctx) is not None
+        index = dispatcher._cache._cache_file._load_index()  # {} when missing or stale
+        code = hashlib.sha256(dispatcher.py_func.__code__.co_code).hexdigest()
+        return any(key[0] == sig and key[2][0] == code for key in index)
     except Exception:  # numba internals changed: assume cached, start nothing
         return True
 
@@ -54,6 +62,10 @@ def start() -> bool:
     from ._cache import configure
 
     configure()  # the child must use this process's cache directory (exported when chosen per user)
+    from ._tiered import status
+
+    if status()["aot"]:  # the install's compiled build covers these kernels: nothing to compile
+        return False
     if all(_cached(d, s) for d, s in _targets()):
         return False
     try:

@@ -608,7 +608,14 @@ def scan_runs(liver: np.ndarray | None, lesion: np.ndarray, liver_lut: np.ndarra
         if lesion_lut[0] == 0 and 0 < evals.size <= 4 and evals.size < lesion_lut.size - 1 and lesion.itemsize <= 4:
             emode = 2
             pats_e = _lane_patterns(evals, lesion.itemsize)
-        return _scan_runs_words(liver, lesion, l64, e64, 8 // liver.itemsize, 8 // lesion.itemsize,
+        return _scan_runs_words_t(liver, lesion, l64, e64, 8 // liver.itemsize, 8 // lesion.itemsize,
                                 liver_lut, lesion_lut, z0, z1, has_liver, mode, pats, need_liver_seen,
                                 emode, pats_e, need_lesion_seen)
-    return _scan_runs(liver, lesion, liver_lut, lesion_lut, z0, z1)
+    return _scan_runs_t(liver, lesion, liver_lut, lesion_lut, z0, z1)
+
+
+# The install's compiled build where a call fits it, else these JIT dispatchers (``_tiered``).
+from ._tiered import tiered as _wrap  # noqa: E402
+
+_scan_runs_words_t = _wrap(_scan_runs_words)
+_scan_runs_t = _wrap(_scan_runs)
