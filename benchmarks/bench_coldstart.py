@@ -60,9 +60,9 @@ with open(os.environ["LB_BENCH_OUT"], "w") as f:
 """
 
 
-def _run(args: list[str], cache: Path, out_dir: Path) -> dict:
+def _run(args: list[str], cache: Path, out_dir: Path, **env_extra: str) -> dict:
     rec = out_dir / "probe.json"
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), LB_BENCH_OUT=str(rec))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), LB_BENCH_OUT=str(rec), **env_extra)
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", _PROBE, *args], env=env, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -114,8 +114,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cold", type=int, default=1, help="cold runs (empty cache each time); default 1")
     ap.add_argument("--warm", type=int, default=3, help="warm runs; default 3")
+    ap.add_argument("--jit-cold", type=int, default=1,
+                    help="cold runs with the install's ahead-of-time build switched off (LIVERBURDEN_AOT=0): "
+                         "numba's JIT compiles every kernel, the figure before issue 13; default 1")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
+    from liverburden.kernels import _tiered
+
+    print(f"ahead-of-time kernels: {_tiered.status()['aot_reason']}")
 
     tmp = Path(tempfile.mkdtemp(prefix="lb-coldstart-"))
     cache = tmp / "numba"
@@ -127,31 +133,43 @@ def main() -> int:
             cold.append(_run([*SAMPLE, "--out", str(tmp / "out")], cache, tmp))
         for i in range(args.warm):
             warm.append(_run([*SAMPLE, "--out", str(tmp / "out")], cache, tmp))
+        jit_cold = []
+        for i in range(args.jit_cold):
+            shutil.rmtree(cache, ignore_errors=True)
+            jit_cold.append(_run([*SAMPLE, "--out", str(tmp / "out")], cache, tmp, LIVERBURDEN_AOT="0"))
         shutil.rmtree(cache, ignore_errors=True)
         wu_cold = _run(["warmup", "--json"], cache, tmp)
         wu_warm = _run(["warmup", "--json"], cache, tmp)
         print(f"machine after:  {_load()}\n")
 
-        c0 = cold[0]
-        top = sum(c["seconds"] for c in c0["compiles"] if c["depth"] == 0)
-        print("compile time of the first cold run, per kernel and type specialisation (s; inner under outer):")
-        print("\n".join(_table(c0["compiles"])))
-        print(f"{top:8.2f}  total compile (top-level kernels)\n")
+        for what, runs in (("cold run", cold), ("JIT-only cold run (LIVERBURDEN_AOT=0)", jit_cold)):
+            if not runs:
+                continue
+            c0 = runs[0]
+            top = sum(c["seconds"] for c in c0["compiles"] if c["depth"] == 0)
+            print(f"compile time of the first {what}, per kernel and type specialisation (s; inner under outer):")
+            print("\n".join(_table(c0["compiles"])))
+            print(f"{top:8.2f}  total compile (top-level kernels)\n")
 
         cw = [r["wall_s"] for r in cold]
         ww = [r["wall_s"] for r in warm]
-        nspec = sum(1 for c in c0["compiles"] if c["kernel"].startswith("liverburden."))
+        nspec = sum(1 for c in cold[0]["compiles"] if c["kernel"].startswith("liverburden."))
         print(f"{'':34s}{'median s':>10s}{'min s':>8s}{'runs':>6s}")
         print(f"{'sample measure, cold cache':34s}{statistics.median(cw):10.2f}{min(cw):8.2f}{len(cw):6d}"
               f"   ({nspec} liverburden specialisations compiled)")
         print(f"{'sample measure, warm cache':34s}{statistics.median(ww):10.2f}{min(ww):8.2f}{len(ww):6d}"
               f"   ({sum(1 for r in warm for c in r['compiles'])} compiles in warm runs)")
+        if jit_cold:
+            jw = [r["wall_s"] for r in jit_cold]
+            print(f"{'same, JIT only, cold cache':34s}{statistics.median(jw):10.2f}{min(jw):8.2f}{len(jw):6d}"
+                  f"   (LIVERBURDEN_AOT=0; the prewarm child compiles 2 kernels in parallel)")
         print(f"{'liverburden warmup, cold cache':34s}{wu_cold['wall_s']:10.2f}{'':8s}{1:6d}")
         print(f"{'liverburden warmup, warm cache':34s}{wu_warm['wall_s']:10.2f}{'':8s}{1:6d}")
         print(f"\ngoal: cold < 5 s: {'YES' if statistics.median(cw) < 5 else 'NO'}; "
               f"warm < 1 s: {'YES' if statistics.median(ww) < 1 else 'NO'}")
         if args.json:
-            Path(args.json).write_text(json.dumps({"cold": cold, "warm": warm, "warmup_cold": wu_cold,
+            Path(args.json).write_text(json.dumps({"cold": cold, "warm": warm, "jit_cold": jit_cold,
+                                                   "warmup_cold": wu_cold,
                                                    "warmup_warm": wu_warm}, indent=1))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

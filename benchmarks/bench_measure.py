@@ -411,6 +411,15 @@ def route_liverburden(liver, lesions, spacing, direction, threads: int = 1):
     return liverburden.measure_arrays(liver, lesions, spacing, direction, threads=threads)
 
 
+def route_liverburden_jit(liver, lesions, spacing, direction, threads: int = 1):
+    """The same on numba's JIT only, not the install's ahead-of-time build (issue 13:
+    the compiled build must not be slower)."""
+    from liverburden.kernels import _tiered
+
+    with _tiered.jit_only():
+        return route_liverburden(liver, lesions, spacing, direction, threads)
+
+
 # --------------------------------------------------------------------------- agreement
 
 
@@ -768,6 +777,13 @@ def main(argv=None) -> int:
         print(skipped["pyradiomics"])
     routes.append(("liverburden-1thread", lambda: route_liverburden(liver, lesions, sp, direction, 1)))
     routes.append(("liverburden-2threads", lambda: route_liverburden(liver, lesions, sp, direction, 2)))
+    from liverburden.kernels import _tiered
+
+    aot = _tiered.status()
+    print(f"liverburden kernels: ahead-of-time build {aot['aot_reason']}")
+    if aot["aot"]:
+        routes.append(("liverburden-jit-1thread", lambda: route_liverburden_jit(liver, lesions, sp, direction, 1)))
+        routes.append(("liverburden-jit-2threads", lambda: route_liverburden_jit(liver, lesions, sp, direction, 2)))
 
     # round robin: every round times each route once, so that a busy neighbour
     # disturbs all routes alike; one untimed warm-up round first
@@ -814,6 +830,8 @@ def main(argv=None) -> int:
         "pyradiomics": "pyradiomics shape Maximum3DDiameter per lesion",
         "liverburden-1thread": "liverburden.measure_arrays threads=1",
         "liverburden-2threads": "liverburden.measure_arrays threads=2",
+        "liverburden-jit-1thread": "same, numba JIT kernels (no install build), threads=1",
+        "liverburden-jit-2threads": "same, numba JIT kernels (no install build), threads=2",
     }
     print()
     print(f"{'route':58s} {'median ms':>10s} {'min ms':>9s} {'x lb-1thr':>10s}")
@@ -844,6 +862,11 @@ def main(argv=None) -> int:
     print(f"liverburden 1 thread / floor                 : {ratios['liverburden_1thread_over_floor']:.1f}x (target <= 10x)")
     print(f"liverburden 2 threads / floor                : {ratios['liverburden_2threads_over_floor']:.1f}x")
     print(f"liverburden 1 thread / word-read floor       : {ratios['liverburden_1thread_over_word_floor']:.1f}x")
+    if "liverburden-jit-1thread" in times:
+        ratios["jit_over_aot_1thread"] = times["liverburden-jit-1thread"]["median_ms"] / lb1
+        ratios["jit_over_aot_2threads"] = times["liverburden-jit-2threads"]["median_ms"] / lb2t
+        print(f"JIT kernels / ahead-of-time kernels, 1 thread: {ratios['jit_over_aot_1thread']:.2f}x, "
+              f"2 threads: {ratios['jit_over_aot_2threads']:.2f}x (> 1: the install's build is faster)")
     meets = lb1 <= TARGET_MS and ratios["fastest_library_over_liverburden_1thread"] >= 5.0
     print(f"target met (1 thread <= {TARGET_MS:.0f} ms and >= 5x the library route): {'YES' if meets else 'NO'}")
 

@@ -55,3 +55,18 @@ def test_bad_config_is_rejected_before_work(tmp_path, text, match):
 def test_missing_config_file(tmp_path):
     with pytest.raises(lb.ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_config_schema_passes_its_meta_schema():
+    """The run-time validator skips the meta-schema check (speed); it is here."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    p = Path(__file__).resolve().parents[1] / "src" / "liverburden" / "schemas" / "config.schema.json"
+    schema = json.loads(p.read_text())
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+    bad = dict(schema, type="no-such-type")
+    with pytest.raises(jsonschema.SchemaError):
+        jsonschema.validators.validator_for(bad).check_schema(bad)

@@ -139,3 +139,24 @@ def test_lesion_value_set_equals_voxel_scan_on_a_label_map(dt, lesion_values, se
                 assert set(np.flatnonzero(ref[3])) - set(lesion_values) == \
                     set(np.flatnonzero(got[3])) - set(lesion_values)
         assert ref[0].shape[0] > 0
+
+
+def test_value_tables_too_short_are_refused_not_overrun():
+    """The scan indexes its value tables by voxel value without bounds checks; a
+    short table is an error before any kernel runs (it once overwrote the heap when
+    a test passed a 256-entry liver table with a uint16 lesion and no liver)."""
+    from liverburden.kernels import scan_runs
+
+    les = np.zeros((3, 4, 16), np.uint16)
+    les[1, 1, 2:6] = 300
+    full_e = np.arange(65536, dtype=np.int64)
+    with pytest.raises(ValueError, match="65536"):
+        scan_runs(les, les, np.zeros(256, np.uint8), full_e, 0, 3)
+    with pytest.raises(ValueError, match="lesion value table"):
+        scan_runs(None, les, np.zeros(65536, np.uint8), full_e[:256], 0, 3)
+    i32 = les.astype(np.int32)
+    with pytest.raises(ValueError, match="outside the value table"):
+        scan_runs(None, i32, np.zeros(256, np.uint8), full_e[:256], 0, 3)
+    # without a liver the lesion stands in for it: its liver table is sized by the lesion's
+    runs, count, _, seen, _ = scan_runs(None, les, np.zeros(256, np.uint8), full_e, 0, 3)
+    assert count == 0 and runs.shape[0] == 1 and seen[300] == 1

@@ -305,7 +305,8 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
         print(json.dumps(r))
     else:
         print(f"liverburden warmup: {r['compiled']} kernel specialisations compiled, {r['loaded_from_cache']} loaded "
-              f"from the cache, in {r['seconds']:.1f} s; cache: {r['cache_dir']} ({r['cache_rule']})")
+              f"from the cache, in {r['seconds']:.1f} s; cache: {r['cache_dir']} ({r['cache_rule']}); "
+              f"ahead-of-time kernels: {r['aot_reason']}")
     return EXIT_OK
 
 

@@ -377,7 +377,8 @@ def warmup() -> dict[str, Any]:
     """Compile (or load from the cache) every kernel specialisation the commands use.
 
     Runs the real entry points on tiny phantoms, so the specialisations are exactly
-    those of a real run: uint8 and uint16 masks (the two label dtypes every mask is
+    those of a real run (the calls the install's ahead-of-time build covers run
+    compiled code and need no JIT, ``aot`` in the result says whether it is in use): uint8 and uint16 masks (the two label dtypes every mask is
     normalised to), rows that are whole uint64 words and rows that are not, segments
     with an FLR plan, and ablation margins. Returns the time, the cache directory and
     the counts of specialisations compiled and loaded.
@@ -409,4 +410,7 @@ def warmup() -> dict[str, Any]:
     margins_arrays(tumor, zone, (1.0, 1.0, 1.0), liver=np.ones_like(tumor))
     seconds = time.perf_counter() - t0
     directory, rule = _cache.configure()
-    return {"seconds": seconds, "cache_dir": directory, "cache_rule": rule, **_cache.compile_counts()}
+    from .kernels import _tiered
+
+    return {"seconds": seconds, "cache_dir": directory, "cache_rule": rule, **_cache.compile_counts(),
+            **_tiered.status()}

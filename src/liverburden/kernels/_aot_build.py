@@ -71,6 +71,7 @@ def make_cc():
     if kind not in ("host", "generic"):
         raise ValueError(f"LIVERBURDEN_AOT_CPU must be 'host' or 'generic', got {kind!r}")
     spec, mods = _load_kernel_modules()
+    importlib.import_module("liverburden.kernels._jit").materialize_all()  # real dispatchers as callees
 
     # The JIT kernels are nogil; the exported wrappers release the GIL too, so the
     # threaded scan (``measure.threads``) runs in parallel as before.
@@ -90,7 +91,8 @@ def make_cc():
             lambda self: host_features if self._cpu_name == "host" else "")
         import llvmlite.binding as ll
 
-        cstamp = cpu_stamp(ll.get_host_cpu_name(), host_features)
+        # the stamp from llvmlite's own report, which the run-time check reads without numba
+        cstamp = cpu_stamp(ll.get_host_cpu_name(), ll.get_host_cpu_features().flatten())
     else:
         cstamp = 0
 

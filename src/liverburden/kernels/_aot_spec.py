@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 #: kernel source files whose bytes make the build stamp (a stale build is not used)
-SOURCES = ("_scan.py", "_diameters.py", "_faces.py", "_aot_spec.py")
+SOURCES = ("_scan.py", "_diameters.py", "_faces.py", "_jit.py", "_aot_spec.py", "_aot_build.py")
 
 
 class Entry(NamedTuple):

@@ -59,10 +59,13 @@ def configure() -> tuple[str, str]:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError:
         pass  # numba then falls back to its own per-user locator; still no crash
-    from numba.core import config as nconfig
+    os.environ["NUMBA_CACHE_DIR"] = str(d)  # read by numba when it is imported (kernels import it lazily)
+    import sys
 
-    nconfig.CACHE_DIR = str(d)
-    os.environ["NUMBA_CACHE_DIR"] = str(d)
+    if "numba" in sys.modules:  # already imported by someone: tell its config too
+        from numba.core import config as nconfig
+
+        nconfig.CACHE_DIR = str(d)
     CHOICE = (str(d), "user")
     return CHOICE
 
@@ -74,9 +77,13 @@ def dispatchers() -> list:
 
     from numba.core.registry import CPUDispatcher
 
+    from ._jit import materialize_all
+
+    mods = [importlib.import_module(f"{__package__}.{m.name}") for m in pkgutil.iter_modules([str(_KERNELS)])
+            if not m.name.startswith("_aot")]  # the build script and the extension hold no dispatchers
+    materialize_all()  # the kernels' numba dispatchers, created on first need (``_jit``)
     out, seen = [], set()
-    for m in pkgutil.iter_modules([str(_KERNELS)]):
-        mod = importlib.import_module(f"{__package__}.{m.name}")
+    for mod in mods:
         for name in sorted(vars(mod)):
             obj = getattr(mod, name)
             if isinstance(obj, CPUDispatcher) and id(obj) not in seen and obj.py_func.__module__ == mod.__name__:

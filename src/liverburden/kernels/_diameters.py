@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from ._jit import njit
 
 from ._scan import RUN_IN_LIVER, RUN_X0, RUN_X1, RUN_Y, RUN_Z
 

@@ -7,7 +7,7 @@ Felzenszwalb & Huttenlocher's lower envelope of parabolas, one axis at a time
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from ._jit import njit
 
 INF = 1e20
 

@@ -19,7 +19,7 @@ Kernels take arrays and scalars and return arrays; no Python objects.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from ._jit import njit
 
 from ._edt import INF, _edt_1d
 

@@ -11,7 +11,7 @@ Kernels take arrays and scalars and return arrays; no I/O, no Python objects.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from ._jit import njit
 
 # Columns of the run table.
 RUN_Z = 0  # slice index
@@ -570,6 +570,18 @@ def _lane_patterns(values: np.ndarray, itemsize: int) -> np.ndarray:
     return np.array([v * sum(1 << (8 * itemsize * k) for k in range(lanes)) for v in vals], dtype=np.uint64)
 
 
+def _check_lut(a: np.ndarray, lut: np.ndarray, what: str) -> None:
+    """The kernels index ``lut`` (and the seen-values table of the same length) by
+    voxel value without bounds checks: a table shorter than the values would be a
+    write outside the array. uint8/uint16 masks need the full 256/65536 entries."""
+    if a.dtype in (np.uint8, np.uint16):
+        need = 1 << (8 * a.itemsize)
+        if lut.shape[0] < need:
+            raise ValueError(f"{what} value table has {lut.shape[0]} entries; a {a.dtype} mask needs {need}")
+    elif a.size and (a.min() < 0 or a.max() >= lut.shape[0]):
+        raise ValueError(f"{what} values {a.min()}..{a.max()} fall outside the value table (0..{lut.shape[0] - 1})")
+
+
 def scan_runs(liver: np.ndarray | None, lesion: np.ndarray, liver_lut: np.ndarray, lesion_lut: np.ndarray,
               z0: int, z1: int, need_liver_seen: bool = True, need_lesion_seen: bool = True):
     """Dispatch to the word-tested scan when both rows are whole uint64 words.
@@ -580,8 +592,10 @@ def scan_runs(liver: np.ndarray | None, lesion: np.ndarray, liver_lut: np.ndarra
     """
     has_liver = liver is not None
     if liver is None:
-        liver = lesion
-        liver_lut = np.zeros_like(liver_lut)
+        liver = lesion  # stands in for the liver: its table must cover the lesion's values
+        liver_lut = np.zeros(lesion_lut.shape[0], dtype=np.uint8)
+    _check_lut(lesion, lesion_lut, "lesion")
+    _check_lut(liver, liver_lut, "liver")
     nx = liver.shape[2]
     if (
         liver.flags.c_contiguous

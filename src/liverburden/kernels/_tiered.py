@@ -45,10 +45,9 @@ def _load() -> Any:
         _state["reason"] = "built from other kernel sources (re-run pip install -e .)"
         return None
     if kind == 1:
-        import llvmlite.binding as ll
-        from numba.core.codegen import get_host_cpu_features
+        import llvmlite.binding as ll  # not numba: a measure on the build never imports it
 
-        if cstamp != cpu_stamp(ll.get_host_cpu_name(), get_host_cpu_features()):
+        if cstamp != cpu_stamp(ll.get_host_cpu_name(), ll.get_host_cpu_features().flatten()):
             _state["reason"] = "built for another CPU (build with LIVERBURDEN_AOT_CPU=generic to share a build)"
             return None
     _state["mod"] = mod
