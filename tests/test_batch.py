@@ -418,6 +418,26 @@ def test_resume_after_manifest_reordered(cohort, tmp_path):
 
 # ---------------------------------------------------------------------------
 # an existing cluster (--scheduler) that loses a worker mid-run
+def test_finished_study_without_its_numbers_is_a_failure_not_a_blank_row(cohort, tmp_path):
+    """A study whose status says ok but whose measurements.json is gone (removed, or
+    being rewritten by a second run of the same task) is reported as failed in
+    studies.csv and errors.csv, never as an "ok" row of blanks."""
+    ins = cohort["inputs"]
+    a, b = _row("Q1", "t0", ins["ld50"]), _row("Q2", "t0", ins["ld30"])
+    m = cg.write_manifest(tmp_path / "m.csv", [a, b])
+    out = tmp_path / "out"
+    assert main(["batch", str(m), "--out", str(out), "--quiet"]) == 0
+    gone = next((out / "studies").glob("Q2*/*/measure/measurements.json"))
+    gone.unlink()
+    rc = main(["batch", str(m), "--out", str(out), "--quiet", "--resume"])
+    studies = pd.read_csv(out / "studies.csv").set_index("patient")
+    assert studies.loc["Q1", "state"] == "ok" and studies.loc["Q1", "lesion_count"] >= 1
+    assert studies.loc["Q2", "state"] == "failed"
+    errors = pd.read_csv(out / "errors.csv")
+    assert list(errors.patient) == ["Q2"] and "measurements.json is missing" in errors.message[0]
+    assert rc != 0  # the batch says some studies failed
+
+
 # ---------------------------------------------------------------------------
 BIG = (40, 128, 128)
 BIG_LIVER = (slice(2, 38), slice(5, 123), slice(5, 123))

@@ -367,8 +367,8 @@ def _run_dask(todo, out_root, cfg_path, hashes, workers, scheduler, prog):
     try:
         futs = {client.submit(run_study, r, str(out_root), cfg_path, hashes[r.row], pure=False, retries=2,
                               key=f"study-{r.row}-{hashes[r.row][:12]}"): r for r in todo}
-        for fut in as_completed(futs):
-            r = futs[fut]
+        for fut in as_completed(list(futs)):
+            r = futs.pop(fut)
             try:
                 st = fut.result()
             except Exception as exc:  # the worker died more often than retries allow
@@ -379,6 +379,11 @@ def _run_dask(todo, out_root, cfg_path, hashes, workers, scheduler, prog):
 
                 (out_root / "studies" / r.key).mkdir(parents=True, exist_ok=True)
                 write_json_atomic(out_root / "studies" / r.key / "status.json", st)
+            # forget the result at once: a result still wanted when the worker holding it
+            # dies is computed again, and that second run would rewrite (first removing
+            # measurements.json) a finished study while the cohort tables read it
+            fut.release()
+            del fut
             statuses.append(st)
             if prog:
                 prog.update(st)
@@ -468,6 +473,11 @@ def write_cohort_tables(out_root: Path, rows: Sequence[StudyRow], statuses, cfg,
     for r in rows:
         st = by_row.get(r.row) or _read_status(out_root, r) or {"state": "missing", "patient": r.patient,
                                                                "timepoint": r.timepoint, "row": r.row}
+        if (st["state"] == "ok" and r.has_measure
+                and not (out_root / "studies" / r.key / "measure" / "measurements.json").is_file()):
+            # never a row of blanks marked ok: say the study's numbers are not there
+            st = dict(st, state="failed", error_class="ExportError",
+                      message="measurements.json is missing although the study finished (removed, or being rewritten)")
         flat, les = _flat_study(st, out_root, r.key)
         studies.append(flat)
         lesions += les
