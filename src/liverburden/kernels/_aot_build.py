@@ -59,7 +59,13 @@ def _load_kernel_modules():
 
 def make_cc():
     """The ``numba.pycc.CC`` with every entry of the spec exported."""
-    os.environ.setdefault("NUMBA_CACHE_DIR", tempfile.mkdtemp(prefix="liverburden-aot-cache-"))
+    if "NUMBA_CACHE_DIR" not in os.environ:  # the build's JIT of the callees: cached nowhere that stays
+        import atexit
+        import shutil
+
+        tmp = tempfile.mkdtemp(prefix="liverburden-aot-cache-")
+        atexit.register(shutil.rmtree, tmp, True)
+        os.environ["NUMBA_CACHE_DIR"] = tmp
     import warnings
 
     warnings.filterwarnings("ignore", message=".*pycc.*")
