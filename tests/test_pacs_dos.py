@@ -105,10 +105,13 @@ class Trickler(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.source, self.limit = port, source, limit
         self.held: float | None = None  # seconds until the server closed it; None = never within limit
+        self.connect_s: float | None = None  # how long the TCP connect took
 
     def run(self) -> None:
+        c0 = time.monotonic()
         s = _connect(self.port, self.source)
         t0 = time.monotonic()
+        self.connect_s = t0 - c0
         try:
             for b in self.PDU:
                 if time.monotonic() - t0 > self.limit:
@@ -159,6 +162,11 @@ def test_trickling_requests_from_an_allowed_address_are_capped_and_cut(tmp_path)
             t.join(timeout=30)
         held = [t.held for t in tricklers]
         assert None not in held, "a trickler kept its connection 15 s (no deadline)"
+        # the listen queue holds the flood: no SYN dropped and retried 1-3 s later
+        # (a late connect could then take a slot freed by the deadline, and a real
+        # sender would wait as long)
+        slow = [round(t.connect_s, 2) for t in tricklers + [same_address] if t.connect_s > 0.5]
+        assert not slow, f"TCP connects that took > 0.5 s (listen backlog too short): {slow}"
         at_connect = [h for h in held if h < 1.0]
         kept = [h for h in held if h >= 1.0]
         assert len(at_connect) >= 28 and len(kept) <= 4, held

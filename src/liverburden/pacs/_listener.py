@@ -206,6 +206,11 @@ def _server_class(gate: _Gate) -> type:
     from pynetdicom.transport import ThreadedAssociationServer
 
     class GatedServer(ThreadedAssociationServer):
+        # socketserver listens with a backlog of 5: under a flood the kernel then
+        # drops the SYNs of real senders, which retry only after 1 s, 3 s, 7 s...
+        # The gate closes unwanted connections at accept, so a deep queue is cheap.
+        request_queue_size = socket.SOMAXCONN
+
         def get_request(self):  # type: ignore[override]
             # accept only: pynetdicom wraps TLS here, in the accept loop, where a
             # peer that never completes its handshake would stop every other one
