@@ -315,6 +315,16 @@ def main(argv=None):
     ms, ts, (lb_given, _) = route_lb_runs_given_timed(data, a.runs)
     results["liverburden-runs-given"] = _entry(ms, ts)
     disagree = {}
+    from liverburden.kernels import _tiered
+
+    print(f"liverburden kernels: ahead-of-time build {_tiered.status()['aot_reason']}")
+    if _tiered.status()["aot"]:
+        # the same on numba's JIT only (issue 13: the install's build must not be slower)
+        with _tiered.jit_only():
+            route_lb(data, False)  # its own warm-up: compile / cache load not timed
+            ms, ts, (lb_jit, _) = timeit(lambda: route_lb(data, False), a.runs)
+        results["liverburden-jit"] = _entry(ms, ts)
+        disagree["liverburden-jit"] = compare("liverburden-jit", lb_jit, lb_res, 0.0)
     ms, ts, sc = timeit(lambda: route_scipy_bbox(data, lab, objs), max(3, a.runs // 2))
     results["scipy-liver-bbox"] = _entry(ms, ts)
     disagree["scipy-liver-bbox"] = compare("scipy-liver-bbox", sc, lb_res, 1e-9)

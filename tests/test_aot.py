@@ -91,6 +91,42 @@ def test_compiled_equals_jit_on_studies(case):
     assert a["lesions"], "the phantom has lesions"
 
 
+def _ball(shape, c, r, spacing):
+    zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    d2 = ((zz - c[0]) * spacing[0]) ** 2 + ((yy - c[1]) * spacing[1]) ** 2 + ((xx - c[2]) * spacing[2]) ** 2
+    return d2 <= r * r
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_margins_compiled_equal_jit(dtype):
+    """Ablation margins on both paths: a covered tumor (A0), one whose zone is off
+    centre (a positive and a negative side), one outside the zone; with a liver
+    (subcapsular distance) and VIC."""
+    from liverburden import margins_arrays
+    from liverburden.margin import _margin as M
+
+    _require_build()
+    sp = (1.5, 0.8, 0.8)
+    shape = (40, 70, 90)
+    tumor = np.zeros(shape, dtype)
+    zone = np.zeros(shape, dtype)
+    tumor[_ball(shape, (12, 20, 20), 6.0, sp)] = 1
+    zone[_ball(shape, (12, 20, 20), 13.0, sp)] = 1
+    tumor[_ball(shape, (25, 45, 55), 7.0, sp)] = 1
+    zone[_ball(shape, (25, 47, 59), 9.0, sp)] = 1
+    tumor[_ball(shape, (30, 20, 75), 4.0, sp)] = 1
+    liver = np.zeros(shape, dtype)
+    liver[1:39, 2:68, 2:88] = 1
+    for kw in ({"liver": liver}, {}):
+        h = M._side_margins.hits + M._tumor_surface.hits
+        a = margins_arrays(tumor, zone, sp, **kw).to_dict()
+        assert M._side_margins.hits + M._tumor_surface.hits > h, "the compiled build was not used"
+        with _tiered.jit_only():
+            b = margins_arrays(tumor, zone, sp, **kw).to_dict()
+        assert a == b
+        assert len(a["tumors"]) == 3
+
+
 def _scan_inputs():
     rng = np.random.default_rng(5)
     for nx in (64, 61):
@@ -184,7 +220,7 @@ def test_declared_return_types_are_numbas():
     one the JIT infers for the same arguments, so nothing is ever cast."""
     from numba.core import sigutils
 
-    mods = {m: __import__(f"liverburden.kernels.{m}", fromlist=["x"]) for m in ("_scan", "_diameters", "_faces")}
+    mods = {m: __import__(f"liverburden.kernels.{m}", fromlist=["x"]) for m in {e.module for e in _aot_spec.ENTRIES}}
     for e in _aot_spec.ENTRIES:
         args, ret = sigutils.normalize_signature(f"{e.ret}({', '.join(e.args)})")
         disp = getattr(mods[e.module], e.func)

@@ -55,8 +55,11 @@ def _warmup(env) -> dict:
 
 
 def test_readonly_install_caches_per_user(readonly_install, tmp_path):
+    """The JIT's cache: what runs when the install has no usable build (no compiler
+    at install, another CPU, ``LIVERBURDEN_AOT=0``). With the build every kernel
+    ``warmup`` runs is compiled ahead (next test), so the build is switched off here."""
     xdg = tmp_path / "xdg"
-    env = _env(readonly_install, XDG_CACHE_HOME=str(xdg))
+    env = _env(readonly_install, XDG_CACHE_HOME=str(xdg), LIVERBURDEN_AOT="0")
     first = _warmup(env)
     assert first["cache_rule"] == "user"
     assert Path(first["cache_dir"]) == xdg / "liverburden" / "numba"
@@ -66,6 +69,20 @@ def test_readonly_install_caches_per_user(readonly_install, tmp_path):
     second = _warmup(env)
     assert second["compiled"] == 0, second
     assert second["loaded_from_cache"] > 0
+
+
+def test_readonly_install_with_its_build_compiles_nothing(readonly_install, tmp_path):
+    from liverburden.kernels import _tiered
+
+    if not _tiered.status()["aot"]:
+        print(f"SKIP reason: the install's ahead-of-time build is not in use ({_tiered.status()['aot_reason']})",
+              file=sys.stderr)
+        pytest.skip(f"the ahead-of-time build is not in use: {_tiered.status()['aot_reason']}")
+    xdg = tmp_path / "xdg"
+    first = _warmup(_env(readonly_install, XDG_CACHE_HOME=str(xdg)))
+    assert first["aot"] is True and first["aot_entries"] > 0, first
+    assert first["compiled"] == 0, first  # every kernel of every command fits the build
+    assert not list(xdg.rglob("*.nbi")), "the JIT compiled something"
 
 
 def _choice(env) -> list:

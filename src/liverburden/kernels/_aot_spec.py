@@ -4,10 +4,11 @@ One list serves both sides: ``_aot_build`` (run by ``setup.py``) exports each en
 from the extension module ``liverburden.kernels._aot``, and ``_aot`` checks every
 call against the same entry before it hands the arrays to the compiled code.
 
-The set is the ``measure`` path on every mask the loaders can produce: masks reach
-the kernels as C-contiguous uint8 or uint16 (``measure._labels.as_label_array``),
-the run table and spacing are always int64 / float64. Anything else (margins,
-other layouts, a read-only array) goes to the numba JIT dispatcher as before.
+The set is the ``measure`` and ``margin`` paths on every mask the loaders can
+produce: masks reach the kernels as C-contiguous uint8 or uint16
+(``measure._labels.as_label_array``), the run table, points and spacing are always
+int64 / float64. Anything else (other layouts, a read-only array) goes to the numba
+JIT dispatcher as before.
 
 Types are written as numba signature strings; ``parse`` reads them for the guard.
 No numba import here: the guard must not pay for it.
@@ -18,7 +19,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 #: kernel source files whose bytes make the build stamp (a stale build is not used)
-SOURCES = ("_scan.py", "_diameters.py", "_faces.py", "_jit.py", "_aot_spec.py", "_aot_build.py")
+SOURCES = ("_scan.py", "_diameters.py", "_faces.py", "_margin_box.py", "_edt.py", "_jit.py", "_aot_spec.py",
+           "_aot_build.py")
 
 
 class Entry(NamedTuple):
@@ -61,6 +63,21 @@ ENTRIES: tuple[Entry, ...] = (
     *(Entry(f"paint_runs_{t}", "_diameters", "_paint_runs",
             (f"{t}[:,:,::1]", "i8[:,::1]", "i8[::1]", "i8", "i8", "i8"), "none", (0, 0, 0)) for t in ("u1", "u2", "i4")),
     *(Entry(f"face_counts_{t}", "_faces", "_face_counts", (f"{t}[:,:,::1]", "i8"), "i8[:,:,::1]") for t in _MASK),
+    # ablation margins (``margin._margin``)
+    *(Entry(f"tumor_surface_{t}", "_margin_box", "_tumor_surface", (f"{t}[:,:,::1]", "u1[::1]", "i8[:,::1]"),
+            "Tuple((i8[:,::1], b1[::1], i8, i8))") for t in _MASK),
+    *(Entry(f"vic_box_{t}", "_margin_box", "_vic_box",
+            (f"{t}[:,:,::1]", "u1[::1]", "i8[:,::1]", "i8", "i8", "i8", "i8", "i8", "i8", "f8[::1]", "i8"),
+            "i8[::1]") for t in _MASK),
+    *(Entry(f"sq_dist_at_{t}", "_margin_box", "_sq_dist_at",
+            (f"{t}[:,:,::1]", "u1[::1]", "i8[::1]", "i8[::1]", "b1", "i8[:,::1]", "f8[::1]"), "f8[::1]") for t in _MASK),
+    *(Entry(f"nearest_feature_{t}", "_margin_box", "_nearest_feature",
+            (f"{t}[:,:,::1]", "u1[::1]", "i8[::1]", "i8[::1]", "b1", "i8[::1]", "f8[::1]", "i8[::1]"), "i8[::1]")
+      for t in _MASK),
+    *(Entry(f"side_margins_{t}", "_margin_box", "_side_margins",
+            (f"{t}[:,:,::1]", "u1[::1]", "b1", "i8[:,::1]", "i8[::1]", "i8[::1]", "f8[::1]"), "Tuple((f8[::1], i8))")
+      for t in _MASK),
+    Entry("margin_stats", "_margin_box", "_margin_stats", ("f8[::1]", "f8"), "Tuple((i8, f8, f8, f8, i8, i8, i8))"),
 )
 
 _DTYPES = {"u1": "uint8", "u2": "uint16", "u8": "uint64", "i4": "int32", "i8": "int64", "f8": "float64", "b1": "bool"}

@@ -39,7 +39,14 @@ from ..geometry import Volume
 from ..measure._components import group_runs
 from ..measure._labels import as_label_array, lut_size
 from ..measure._measure import _value_lut
-from ..kernels._margin_box import _margin_stats, _nearest_feature, _side_margins, _sq_dist_at, _tumor_surface, _vic_box
+from ..kernels import _margin_box as _MB
+from ..kernels._tiered import tiered as _wrap
+
+# the install's ahead-of-time build where a call fits it, else the JIT (``kernels._tiered``);
+# wrapped here, not in _margin_box: there the kernels also call each other as numba code
+_margin_stats, _nearest_feature, _side_margins, _sq_dist_at, _tumor_surface, _vic_box = (
+    _wrap(_MB._margin_stats), _wrap(_MB._nearest_feature), _wrap(_MB._side_margins), _wrap(_MB._sq_dist_at),
+    _wrap(_MB._tumor_surface), _wrap(_MB._vic_box))
 
 
 class Classification(str, enum.Enum):
