@@ -2,9 +2,9 @@
 
 Everything else about the package is in pyproject.toml. ``pip install`` runs
 ``src/liverburden/kernels/_aot_build.py`` to compile the kernels of the ``measure``
-path into the C extension ``liverburden.kernels._aot`` (about 30 s, once per
-install), so the first ``measure`` of a fresh install, container or Dask worker
-does not spend ~15 s in numba's JIT. If that build cannot run (no C compiler,
+and ``margin`` paths into the C extension ``liverburden.kernels._aot`` (about 45 s,
+once per install), so the first ``measure`` of a fresh install, container or Dask
+worker does not spend ~15 s in numba's JIT (a first margin ~17 s). If that build cannot run (no C compiler,
 ``LIVERBURDEN_AOT=0``) the install still succeeds and the kernels compile on
 first use, as before; the numbers are the same either way.
 """

@@ -51,7 +51,21 @@ def _warmup(env) -> dict:
     r = subprocess.run([sys.executable, "-m", "liverburden", "warmup", "--json"], env=env, capture_output=True,
                        text=True, timeout=600, cwd="/")
     assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    doc = json.loads(r.stdout.strip().splitlines()[-1])
+    _WARMUP_SCHEMA.validate(doc)  # the documented shape (README, schemas/warmup.schema.json)
+    return doc
+
+
+def _warmup_schema():
+    import jsonschema
+
+    schema = json.loads((PKG / "schemas" / "warmup.schema.json").read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+_WARMUP_SCHEMA = _warmup_schema()
 
 
 def test_readonly_install_caches_per_user(readonly_install, tmp_path):
@@ -172,3 +186,14 @@ def test_prewarm_can_be_switched_off(tmp_path):
     out = _prewarm_run(env)
     assert out == {"before": [False, False], "started": False, "after": [False, False]}, out
     assert not list((tmp_path / "cache").rglob("*.nbi"))
+
+
+def test_warmup_schema_rejects_a_missing_or_unknown_field():
+    import jsonschema
+
+    good = {"seconds": 0.1, "cache_dir": "/x", "cache_rule": "user", "loaded_from_cache": 0, "compiled": 0,
+            "aot": True, "aot_reason": "in use", "aot_entries": 28}
+    _WARMUP_SCHEMA.validate(good)
+    for bad in ({k: v for k, v in good.items() if k != "aot"}, dict(good, extra=1), dict(good, cache_rule="disk")):
+        with pytest.raises(jsonschema.ValidationError):
+            _WARMUP_SCHEMA.validate(bad)

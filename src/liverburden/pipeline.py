@@ -377,11 +377,13 @@ def warmup() -> dict[str, Any]:
     """Compile (or load from the cache) every kernel specialisation the commands use.
 
     Runs the real entry points on tiny phantoms, so the specialisations are exactly
-    those of a real run (the calls the install's ahead-of-time build covers run
-    compiled code and need no JIT, ``aot`` in the result says whether it is in use): uint8 and uint16 masks (the two label dtypes every mask is
+    those of a real run: uint8 and uint16 masks (the two label dtypes every mask is
     normalised to), rows that are whole uint64 words and rows that are not, segments
-    with an FLR plan, and ablation margins. Returns the time, the cache directory and
-    the counts of specialisations compiled and loaded.
+    with an FLR plan, and ablation margins. Calls that the install's ahead-of-time
+    build covers run compiled code and need no JIT (``aot`` in the result says
+    whether the build is in use). Returns the time, the cache directory, the counts
+    of JIT specialisations compiled and loaded, and the build's status; the shape is
+    ``schemas/warmup.schema.json``.
     """
     import time
 

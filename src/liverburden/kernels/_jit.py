@@ -1,9 +1,9 @@
 """``@njit`` that imports numba only when a kernel first runs on the JIT.
 
-With the install's ahead-of-time build (``_tiered``) a ``measure`` never runs a JIT
-kernel, so importing numba (~0.2 s of every process start, most of what is left of
-a cold start) is paid only by the calls that need it: margins, a layout the build
-does not cover, ``liverburden warmup``, tests.
+With the install's ahead-of-time build (``_tiered``) a ``measure`` or a ``margin``
+never runs a JIT kernel, so importing numba (~0.2 s of every process start, most of
+what is left of a cold start) is paid only by the calls that need it: a layout the
+build does not cover, an install without the build, tests.
 
 A :class:`LazyKernel` stands where the dispatcher would. Its first call (or any
 dispatcher attribute: ``overloads``, ``compile``, ``stats``...) creates every

@@ -98,27 +98,25 @@ class Tiered:
             self._fns = [] if mod is None else [(spec, e.defaults, getattr(mod, e.name)) for e, spec in self._entries]
         return self._fns
 
-    def __call__(self, *args: Any) -> Any:
-        if _state["jit_only"]:
-            return self.jit(*args)
+    def _match(self, args: tuple) -> tuple[Callable, tuple] | None:
+        """The compiled entry that fits ``args`` (omitted trailing defaults filled in)."""
         for spec, defaults, fn in self._compiled():
-            full = args
-            missing = len(spec) - len(args)
-            if 0 < missing <= len(defaults):
-                full = args + tuple(defaults[len(defaults) - missing:])
-            if len(full) == len(spec) and _fits(spec, full):
-                self.hits += 1
-                return fn(*full)
-        return self.jit(*args)
-
-    def fits(self, *args: Any) -> bool:
-        """Whether a call with these arguments would run compiled code (tests, prewarm)."""
-        for spec, defaults, _ in self._compiled():
             missing = len(spec) - len(args)
             full = args + tuple(defaults[len(defaults) - missing:]) if 0 < missing <= len(defaults) else args
             if len(full) == len(spec) and _fits(spec, full):
-                return True
-        return False
+                return fn, full
+        return None
+
+    def __call__(self, *args: Any) -> Any:
+        m = None if _state["jit_only"] else self._match(args)
+        if m is None:
+            return self.jit(*args)
+        self.hits += 1
+        return m[0](*m[1])
+
+    def fits(self, *args: Any) -> bool:
+        """Whether a call with these arguments would run compiled code (tests)."""
+        return self._match(args) is not None
 
 
 @contextlib.contextmanager
